@@ -1,0 +1,66 @@
+"""Shared fixtures: Hydra compose, tiny configs, and a throw-away MLflow store per test."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import PROJECT_ROOT, AppConfig, validate
+
+CONF_DIR = PROJECT_ROOT / "conf"
+SHARED_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "notmnist-sample"
+
+# Small enough for a few seconds per run, big enough for every class in every split.
+TINY = (
+    "data.train_size=400",
+    "data.valid_size=100",
+    "data.test_size=100",
+    "model.hidden_units=[32]",
+    "train.epochs=3",
+    "train.batch_size=64",
+    "train.verbose=0",
+)
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def settings(*overrides: str) -> AppConfig:
+    return validate(OmegaConf.to_container(compose_config(*overrides), resolve=True))
+
+
+@pytest.fixture(scope="session")
+def _empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite database with its schema made once (migrations take ~2 s)."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _empty_store: Path) -> None:
+    """Every test tracks into its own SQLite file: never the project's mlruns/."""
+    db = tmp_path / "mlruns" / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_empty_store, db)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+
+
+@pytest.fixture
+def store_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+@pytest.fixture
+def tiny() -> Callable[..., AppConfig]:
+    """`tiny("model=logreg")`: the default config shrunk to seconds, plus overrides."""
+    return lambda *overrides: settings(*TINY, *overrides)

@@ -1,0 +1,126 @@
+"""Every config group composes into a valid config; bad values fail with one clear line."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import CONF_DIR, settings
+
+from pipeline.config import ConfigError, check_override_keys
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def test_defaults_compose() -> None:
+    cfg = settings()
+    assert cfg.data.source == "synthetic"
+    assert cfg.model.hidden_units == (1024,)
+    assert cfg.train.optimizer == "sgd"
+    assert cfg.train.early_stopping.enabled
+
+
+@pytest.mark.parametrize("group", ["data", "model", "train", "tracking"])
+def test_every_group_option_composes(group: str) -> None:
+    options = _options(group)
+    assert options, f"conf/{group} is empty"
+    for option in options:
+        cfg = settings(f"{group}={option}")
+        assert getattr(cfg, group) is not None
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model=logreg", ((), 0.0)),
+        ("model=mlp", ((1024,), 0.5)),
+        ("model=deep", ((1024, 512, 256), 0.3)),
+    ],
+)
+def test_model_options(override: str, expected: tuple) -> None:
+    cfg = settings(override)
+    assert (cfg.model.hidden_units, cfg.model.dropout_rate) == expected
+
+
+def test_overrides_reach_typed_config() -> None:
+    cfg = settings(
+        "model.dropout_rate=0.25",
+        "model.l2_beta=1e-3",
+        "train.epochs=30",
+        "train.seed=7",
+        "train.batch_size=512",
+        "train.early_stopping.patience=5",
+        "model.hidden_units=[64,32]",
+        "tracking.experiment=other",
+    )
+    assert cfg.model.dropout_rate == 0.25
+    assert cfg.model.l2_beta == pytest.approx(1e-3)
+    assert (cfg.train.epochs, cfg.train.seed, cfg.train.batch_size) == (30, 7, 512)
+    assert cfg.train.early_stopping.patience == 5
+    assert cfg.model.hidden_units == (64, 32)
+    assert cfg.tracking.experiment == "other"
+
+
+def test_tracking_uri_follows_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    assert settings().tracking.uri == "http://mlflow.example:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert settings().tracking.uri is None
+    assert settings("tracking.uri=sqlite:///x.db").tracking.uri == "sqlite:///x.db"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.dropout_rate=1.0", "model.dropout_rate=1.0: Input should be less than 1"),
+        ("model.dropout_rate=-0.1", "model.dropout_rate=-0.1: Input should be greater than"),
+        ("model.l2_beta=-1e-3", "model.l2_beta=-0.001: Input should be greater than"),
+        ("train.epochs=0", "train.epochs=0: Input should be greater than or equal to 1"),
+        ("train.optimizer=adagrad", "train.optimizer=adagrad: Input should be 'sgd', 'momentum'"),
+        ("train.early_stopping.monitor=acc", "'val_loss', 'val_accuracy', 'loss' or 'accuracy'"),
+        ("train.batch_size=abc", "train.batch_size=abc: Input should be a valid integer"),
+        ("model.hidden_units=[0]", "model.hidden_units.0=0: Input should be greater than"),
+        ("+model.dropout=0.1", "unknown key 'model.dropout': model has dropout_rate, hidden_units"),
+        ("+extra=1", "unknown key 'extra': the config has data, model, tracking, train"),
+    ],
+)
+def test_bad_values_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(override)
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_several_problems_in_one_line() -> None:
+    with pytest.raises(ConfigError, match=r"dropout_rate.*; .*epochs") as info:
+        settings("model.dropout_rate=2", "train.epochs=0")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["model.dropout=0.1"], "unknown key 'model.dropout': model has dropout_rate"),
+        (["train.early_stopping.wait=2"], "train.early_stopping has enabled, min_delta"),
+        (["nope.x=1"], "unknown key 'nope': the config has data, model, tracking, train"),
+    ],
+)
+def test_unknown_override_keys(args: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        check_override_keys(args)
+
+
+def test_known_override_keys_pass() -> None:
+    check_override_keys(
+        [
+            "model=logreg",
+            "model.l2_beta=1e-3",
+            "data.seed=3",
+            "train.lr_decay.rate=0.9",
+            "hydra.run.dir=/tmp/x",
+            "+model.extra=1",
+            "--cfg",
+            "job",
+        ]
+    )

@@ -1,0 +1,118 @@
+"""The command line: `python -m pipeline` as a user runs it."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TINY
+from mlflow.tracking import MlflowClient
+
+from pipeline.config import PROJECT_ROOT
+
+
+def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _runs(store_uri: str) -> list:
+    client = MlflowClient(store_uri)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.dropout_rate=1.5", "model.dropout_rate=1.5: Input should be less than 1"),
+        ("model.l2_beta=-1", "model.l2_beta=-1: Input should be greater than or equal to 0"),
+        ("train.epochs=0", "train.epochs=0: Input should be greater than or equal to 1"),
+        ("train.optimizer=adagrad", "Input should be 'sgd', 'momentum' or 'adam'"),
+        ("model.dropout=0.5", "unknown key 'model.dropout': model has dropout_rate"),
+        ("+train.epoch=3", "unknown key 'train.epoch': train has batch_size"),
+    ],
+)
+def test_bad_config_fails_in_one_line_before_any_run(
+    override: str, message: str, store_uri: str, tmp_path: Path
+) -> None:
+    started = time.perf_counter()
+    result = _cli(override, f"hydra.run.dir={tmp_path / 'out'}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"config error: {result.stderr.split(': ', 1)[1].strip()}"
+    ]
+    assert message in result.stderr
+    assert _runs(store_uri) == []
+    assert time.perf_counter() - started < 20  # fails before TensorFlow is even imported
+
+
+def test_cfg_job_shows_resolved_config(store_uri: str) -> None:
+    result = _cli("--cfg", "job", "--resolve", "model=logreg", "train.seed=7")
+    assert result.returncode == 0, result.stderr
+    for line in ("hidden_units: []", "seed: 7", f"uri: {store_uri}", "experiment: notmnist"):
+        assert line in result.stdout
+
+
+@pytest.mark.slow
+def test_cli_run_records_and_prints_where(store_uri: str, tmp_path: Path) -> None:
+    out = tmp_path / "hydra"
+    result = _cli(*TINY, f"hydra.run.dir={out}", "tracking.experiment=cli")
+    assert result.returncode == 0, result.stderr[-3000:]
+    [found] = _runs(store_uri)
+    assert found.info.status == "FINISHED"
+    assert "mlflow ui --backend-store-uri" in result.stdout  # Hydra logs to stdout
+    assert found.info.run_id in result.stdout
+    assert (out / ".hydra" / "config.yaml").exists()
+    assert "Deprecat" not in result.stderr + result.stdout
+
+
+def _wait_for_epoch(store_uri: str, proc: subprocess.Popen, timeout: float = 180) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        if Path(store_uri.removeprefix("sqlite:///")).exists():
+            runs = _runs(store_uri)
+            if runs and "loss" in MlflowClient(store_uri).get_run(runs[0].info.run_id).data.metrics:
+                return runs[0].info.run_id
+        time.sleep(0.5)
+    raise TimeoutError("the run never logged an epoch")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_is_marked_killed(
+    sig: signal.Signals, store_uri: str, tmp_path: Path
+) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            *TINY,
+            "train.epochs=100000",
+            "train.early_stopping.enabled=false",
+            f"hydra.run.dir={tmp_path / 'out'}",
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        run_id = _wait_for_epoch(store_uri, proc)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode != 0
+    assert MlflowClient(store_uri).get_run(run_id).info.status == "KILLED"

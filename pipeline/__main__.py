@@ -9,6 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import ConfigError, check_override_keys, validate
+from pipeline.data.dataset import DataError
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -21,7 +22,11 @@ def main(cfg: DictConfig) -> dict[str, float]:
 
     from pipeline.run import run  # imports TensorFlow: only once the config is known good
 
-    return run(settings, overrides=HydraConfig.get().overrides.task)
+    try:
+        return run(settings, overrides=HydraConfig.get().overrides.task)
+    except DataError as exc:  # bad input: the run is already marked FAILED; no traceback
+        print(f"data error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +46,50 @@ class SyntheticDataConfig(_Section):
     min_scale: Annotated[float, Field(gt=0.0, le=1.0)]
     max_shift: NonNegative
     noise_std: NonNegative
+
+
+def _count_or_fraction(value: int | float) -> int | float:
+    if value <= 0 or (value >= 1 and value != int(value)):
+        raise ValueError("give a count (a whole number >= 1) or a fraction (0 < f < 1)")
+    return int(value) if value >= 1 else value
+
+
+SplitSize = Annotated[int | float, AfterValidator(_count_or_fraction)]
+
+
+class NotMnistDataConfig(_Section):
+    """Real notMNIST from a file, a folder or a download (`pipeline.data.notmnist`)."""
+
+    source: Literal["notmnist"]
+    path: str | None
+    format: Literal["auto", "tar", "folder", "idx", "pickle"]
+    url: str | None
+    expected_size: PositiveInt | None
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None
+    allow_pickle: bool
+    convert: bool
+    train_size: SplitSize
+    valid_size: SplitSize
+    test_size: SplitSize
+    seed: int
+    near_duplicate_rmsd: NonNegative | None
+    cache: bool
+    cache_dir: str | None
+
+    @model_validator(mode="after")
+    def _has_source_and_room(self) -> NotMnistDataConfig:
+        if self.path is None and self.url is None:
+            raise ValueError(
+                "data=notmnist needs data.path=<.tar.gz, A-J folder, IDX file or folder, "
+                "or .pickle> or data.url=<download>"
+            )
+        fractions = [s for s in (self.train_size, self.valid_size, self.test_size) if s < 1]
+        if sum(fractions) > 1:
+            raise ValueError(f"the split fractions add up to {sum(fractions):g} > 1")
+        return self
+
+
+DataConfig = Annotated[SyntheticDataConfig | NotMnistDataConfig, Field(discriminator="source")]
 
 
 class ModelConfig(_Section):
@@ -93,7 +137,7 @@ class TrackingConfig(_Section):
 
 
 class AppConfig(_Section):
-    data: SyntheticDataConfig
+    data: DataConfig
     model: ModelConfig
     train: TrainConfig
     tracking: TrackingConfig
@@ -104,7 +148,8 @@ def validate(raw: Mapping[str, Any]) -> AppConfig:
     try:
         return AppConfig.model_validate(dict(raw))
     except ValidationError as exc:
-        raise ConfigError("; ".join(_describe(err) for err in exc.errors())) from None
+        problems = dict.fromkeys(_describe(err) for err in exc.errors())  # unions repeat some
+        raise ConfigError("; ".join(problems)) from None
 
 
 def check_override_keys(args: Sequence[str]) -> None:
@@ -143,9 +188,12 @@ def _describe(err: Any) -> str:
         return _unknown_key(path, parent.model_fields if parent else ())
     if err["type"] == "missing":
         return f"missing key '{path}'"
+    message = err["msg"].removeprefix("Value error, ")
     value = err.get("input")
+    if isinstance(value, Mapping):  # a check across several keys of one section
+        return f"{path}: {message}"
     shown = value if isinstance(value, int | float | str | bool | None) else type(value).__name__
-    return f"{path}={shown}: {err['msg']}"
+    return f"{path}={shown}: {message}"
 
 
 def _unknown_key(key: str, allowed: Iterable[str]) -> str:
@@ -165,6 +213,8 @@ def _walk(loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
     parts = list(loc)
     while parts:
         part = parts.pop(0)
+        if cls is None and not isinstance(part, int):
+            continue  # past the leaf: pydantic's union branch names ('int', 'float')
         names.append(str(part))
         parent = cls
         field = cls.model_fields.get(str(part)) if cls else None
@@ -174,14 +224,17 @@ def _walk(loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
         members = _union_members(field.annotation)
         if members and isinstance(field.discriminator, str) and parts:
             tag = parts.pop(0)
-            cls = next(
-                (m for m in members if m.model_fields[field.discriminator].default == tag), None
-            )
+            cls = next((m for m in members if _tag(m, field.discriminator) == tag), None)
         elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             cls = field.annotation
         else:
             cls = None
     return ".".join(names), parent
+
+
+def _tag(model: type[BaseModel], discriminator: str) -> Any:
+    """The value of a `Literal[...]` discriminator field."""
+    return typing.get_args(model.model_fields[discriminator].annotation)[0]
 
 
 def _union_members(annotation: Any) -> tuple[type[BaseModel], ...]:

@@ -9,18 +9,22 @@ import mlflow
 
 from pipeline import plots, tracking
 from pipeline.callbacks import MlflowEpochLogger
-from pipeline.config import AppConfig, SyntheticDataConfig
+from pipeline.config import AppConfig, DataConfig
 from pipeline.data import Dataset, load_synthetic
+from pipeline.data.notmnist import load_notmnist
 from pipeline.evaluate import evaluate
 from pipeline.model import build_model, flops_per_example
 from pipeline.train import fit, make_optimizer, seed_everything
 
 log = logging.getLogger(__name__)
 
-_LOADERS: dict[str, Callable[..., Dataset]] = {"synthetic": load_synthetic}
+_LOADERS: dict[str, Callable[..., Dataset]] = {
+    "synthetic": load_synthetic,
+    "notmnist": load_notmnist,
+}
 
 
-def load_data(cfg: SyntheticDataConfig) -> Dataset:
+def load_data(cfg: DataConfig) -> Dataset:
     """Dispatch on `data.source`; every other data field is the loader's keyword argument."""
     return _LOADERS[cfg.source](**cfg.model_dump(exclude={"source"}))
 

@@ -196,15 +196,20 @@ def log_dataset(dataset: Dataset) -> dict[str, str]:
     """Record the data's identity: a SHA-256 over every pixel and label of each split.
 
     MLflow's own dataset digest hashes only the first 10,000 values; ours is the full
-    content (its first 32 hex digits fill MLflow's 36-character digest field).
+    content (its first 32 hex digits fill MLflow's 36-character digest field). The data card
+    (counts, pixel statistics, skipped files, removed duplicates, sample images) goes to data/.
     """
+    from pipeline.data.card import data_card
+
     digests = dataset.digests()
     tags = {
         "data.digest": dataset.digest(),
-        "data.source": dataset.source,
+        "data.source": dataset.source[:5000],
         "data.format": dataset.format,
         **{f"data.digest.{name}": d for name, d in digests.items()},
     }
+    if dataset.report.source_digest:
+        tags["data.source_digest"] = dataset.report.source_digest
     mlflow.set_tags(tags)
     for name, split in dataset.splits():
         mlflow.log_input(
@@ -216,7 +221,13 @@ def log_dataset(dataset: Dataset) -> dict[str, str]:
             ),
             context=name,
         )
-    mlflow.log_text(dataset.class_counts().to_csv(), "data/class_counts.csv")
+    card = data_card(dataset)
+    mlflow.log_text(card.markdown(), "data/card.md")
+    mlflow.log_dict(card.summary, "data/summary.json")
+    log_table(card.class_counts, "data/class_counts.csv")
+    log_table(card.pixel_stats, "data/pixel_stats.csv")
+    log_table(card.skipped, "data/skipped_files.csv")
+    mlflow.log_figure(card.samples, "data/samples.png")
     return tags
 
 

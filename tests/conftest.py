@@ -48,11 +48,13 @@ def _empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _empty_store: Path) -> None:
-    """Every test tracks into its own SQLite file: never the project's mlruns/."""
+    """Every test tracks into its own SQLite file and caches data in its own folder: never the
+    project's mlruns/ or .cache/."""
     db = tmp_path / "mlruns" / "mlflow.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_empty_store, db)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.fixture

@@ -20,13 +20,46 @@ def test_defaults_compose() -> None:
     assert cfg.train.early_stopping.enabled
 
 
+# options that need a value from the user to be complete
+_REQUIRED = {"data=notmnist": ["data.path=notMNIST_small.tar.gz"]}
+
+
 @pytest.mark.parametrize("group", ["data", "model", "train", "tracking"])
 def test_every_group_option_composes(group: str) -> None:
     options = _options(group)
     assert options, f"conf/{group} is empty"
     for option in options:
-        cfg = settings(f"{group}={option}")
+        choice = f"{group}={option}"
+        cfg = settings(choice, *_REQUIRED.get(choice, []))
         assert getattr(cfg, group) is not None
+
+
+def test_notmnist_needs_a_path_or_url() -> None:
+    with pytest.raises(ConfigError, match="data=notmnist needs data.path"):
+        settings("data=notmnist")
+    cfg = settings("data=notmnist_small")
+    assert cfg.data.url.endswith("notMNIST_small.tar.gz")
+    assert cfg.data.expected_size == 8_458_043
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.train_size=1.5"], "data.train_size=1.5: give a count"),
+        (["data.train_size=0.8", "data.valid_size=0.3"], "split fractions add up to 1.2"),
+        (["data.format=zip"], "data.format=zip: Input should be 'auto', 'tar'"),
+        (["data.sha256=abc"], "data.sha256=abc: String should match pattern"),
+    ],
+)
+def test_notmnist_settings_are_checked(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        settings("data=notmnist", "data.path=x.tar.gz", *overrides)
+
+
+def test_split_sizes_take_counts_or_fractions() -> None:
+    cfg = settings("data=notmnist", "data.path=x", "data.train_size=5000", "data.test_size=0.1")
+    assert (cfg.data.train_size, cfg.data.test_size) == (5000, 0.1)
+    assert isinstance(cfg.data.train_size, int)
 
 
 @pytest.mark.parametrize(

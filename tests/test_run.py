@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
+from pipeline.data import DataError
 from pipeline.run import load_data, run
 
 pytestmark = pytest.mark.slow
@@ -124,7 +125,7 @@ def test_same_config_same_metrics(finished, tiny) -> None:
 
 def test_failing_stage_marks_the_run_failed(tiny, store_uri: str) -> None:
     cfg = tiny("data.fonts=[NoSuchFont.ttf]", "tracking.experiment=broken")
-    with pytest.raises(FileNotFoundError, match=r"NoSuchFont\.ttf"):
+    with pytest.raises(DataError, match=r"NoSuchFont\.ttf"):
         run(cfg)
     client = MlflowClient(store_uri)
     [failed] = client.search_runs(client.get_experiment_by_name("broken").experiment_id)

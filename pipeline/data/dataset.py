@@ -5,13 +5,30 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 CLASSES: tuple[str, ...] = tuple("ABCDEFGHIJ")
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
+
+
+class DataError(ValueError):
+    """A data source is missing, ambiguous, unsafe or unreadable; the message names it."""
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """What loading did to the source, for the run's data card."""
+
+    decoded: int = 0
+    skipped: tuple[tuple[str, str], ...] = ()  # (file, reason) of unreadable images
+    converted: tuple[str, ...] = ()  # files converted to 28x28 greyscale (data.convert)
+    exact_duplicates_removed: int = 0
+    conflicting_duplicates_removed: int = 0
+    near_duplicates_removed: dict[str, int] = field(default_factory=dict)
+    source_digest: str | None = None
+    from_cache: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,7 +66,7 @@ class Split:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Three splits plus where they came from; `info` holds source-specific facts to record."""
+    """Three splits, where they came from, and what loading did (`report`)."""
 
     train: Split
     valid: Split
@@ -57,7 +74,7 @@ class Dataset:
     source: str
     format: str
     classes: tuple[str, ...] = CLASSES
-    info: dict[str, Any] = field(default_factory=dict)
+    report: DataReport = field(default_factory=DataReport)
 
     def splits(self) -> Iterator[tuple[str, Split]]:
         return zip(SPLITS, (self.train, self.valid, self.test), strict=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from pipeline.data.dataset import Dataset, Split, stratified_split
+from pipeline.data.dataset import DataError, DataReport, Dataset, Split, stratified_split
 
 LETTERS = "ABCDEFGHIJ"
 IMAGE_SIZE = 28
@@ -45,7 +45,7 @@ def _glyphs(fonts: tuple[str, ...]) -> tuple[tuple[tuple[Image.Image, ...], ...]
     for name in fonts:
         path = font_dir() / name
         if not path.is_file():
-            raise FileNotFoundError(f"font {name!r} not found in {font_dir()} (data.fonts)")
+            raise DataError(f"font {name!r} not found in {font_dir()} (data.fonts)")
         font = ImageFont.truetype(str(path), _RENDER_PT)
         per_letter = []
         for letter in LETTERS:
@@ -166,5 +166,5 @@ def load_synthetic(
         test,
         source=f"synthetic:seed={seed}",
         format="synthetic",
-        info={"fonts": list(fonts)},
+        report=DataReport(decoded=len(labels)),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.data import CLASSES, Split, load_synthetic
+from pipeline.data import CLASSES, DataError, Split, load_synthetic
 from pipeline.data.synthetic import render_letters
 
 FONTS = ("DejaVuSans.ttf", "cmr10.ttf", "STIXGeneralItalic.ttf")
@@ -56,7 +56,7 @@ def test_noise_free_images_differ_only_by_noise() -> None:
 
 
 def test_unknown_font_names_it() -> None:
-    with pytest.raises(FileNotFoundError, match=r"NoSuchFont\.ttf"):
+    with pytest.raises(DataError, match=r"NoSuchFont\.ttf"):
         render_letters(10, seed=0, fonts=("NoSuchFont.ttf",))
 
 

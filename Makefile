@@ -5,14 +5,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-fast lint format ui lock clean
+.PHONY: setup run test test-fast lint format ui lock bench clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev,jax]'
 	touch $@
 
 run: setup  ## train, evaluate and log one run with the default config
@@ -34,6 +34,11 @@ format: setup
 
 ui: setup  ## the MLflow UI on the local store, http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db
+
+bench: setup  ## the benchmarks in bench/ (minutes; figures in docs/benchmarks.md)
+	$(PY) bench/ingest.py
+	$(PY) bench/overhead.py
+	$(PY) bench/train.py --jax
 
 lock: setup  ## re-pin every dependency after changing pyproject.toml
 	$(PY) -m pip freeze --exclude-editable | grep -v '^notmnist-pipeline' > requirements.lock

@@ -21,13 +21,15 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         super().__init__()
         self.run_id = run_id
         self.client = client or MlflowClient()
+        self.seconds = 0.0  # spent logging, so that a run can tell logging from training
         self._started = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        seconds = time.perf_counter() - self._started
+        begin = time.perf_counter()
+        seconds = begin - self._started
         values = {k: float(v) for k, v in (logs or {}).items()}
         values.setdefault("learning_rate", float(self.model.optimizer.learning_rate))
         values["epoch_seconds"] = seconds
@@ -37,3 +39,4 @@ class MlflowEpochLogger(keras.callbacks.Callback):
             metrics=[Metric(k, v, now, epoch + 1) for k, v in values.items()],
             synchronous=True,
         )
+        self.seconds += time.perf_counter() - begin

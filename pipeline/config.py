@@ -46,6 +46,8 @@ class SyntheticDataConfig(_Section):
     min_scale: Annotated[float, Field(gt=0.0, le=1.0)]
     max_shift: NonNegative
     noise_std: NonNegative
+    cache: bool
+    cache_dir: str | None
 
 
 def _count_or_fraction(value: int | float) -> int | float:
@@ -125,6 +127,7 @@ class TrainConfig(_Section):
     momentum: Fraction
     lr_decay: LearningRateDecay
     early_stopping: EarlyStoppingConfig
+    steps_per_execution: PositiveInt
     verbose: Literal["auto", 0, 1, 2]
 
 

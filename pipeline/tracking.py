@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
+from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -24,6 +25,8 @@ from pipeline.config import PROJECT_ROOT
 
 if TYPE_CHECKING:
     from pipeline.data import Dataset
+    from pipeline.evaluate import Evaluation
+    from pipeline.train import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +152,27 @@ def _sigterm_raises_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def record_failed_job(
+    settings: Mapping[str, Any],
+    parent_run_id: str,
+    overrides: Sequence[str],
+    message: str,
+    run_name: str | None = None,
+) -> None:
+    """A sweep job that could not start (its config is invalid) as a FAILED child run, so that
+    the sweep's report lists it beside the others."""
+    store = connect(settings["uri"], settings["experiment"], settings.get("artifact_location"))
+    client = MlflowClient(store.uri)
+    run = client.create_run(
+        store.experiment_id,
+        run_name=run_name or " ".join(overrides) or "invalid config",
+        tags={"mlflow.parentRunId": parent_run_id, "error": message[:5000]},
+    )
+    given = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in given.items()])
+    client.set_terminated(run.info.run_id, "FAILED")
+
+
 def git_tags(root: Path = PROJECT_ROOT) -> dict[str, str]:
     """The commit the code came from, and whether the working tree differed from it."""
 
@@ -235,6 +259,44 @@ def log_table(table: pd.DataFrame, artifact_file: str) -> None:
     mlflow.log_text(table.to_csv(), artifact_file)
 
 
+def log_outcome(
+    model: Any, result: TrainResult, evaluation: Evaluation, dataset: Dataset
+) -> dict[str, float]:
+    """Final metrics (test, best epoch, model size), the history, the per-class report and the
+    figures; returns the metrics."""
+    from pipeline import plots
+    from pipeline.model import flops_per_example
+
+    forward_flops, train_flops = flops_per_example(model)
+    metrics = {
+        **evaluation.metrics("test_"),
+        "test_macro_f1": float(evaluation.per_class["f1-score"].mean()),
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "best_val_loss": float(result.best["val_loss"]),
+        "best_val_accuracy": float(result.best["val_accuracy"]),
+        # train accuracy as Keras reports it (mean over the epoch's batches, dropout on)
+        "train_valid_gap": float(result.best["accuracy"] - result.best["val_accuracy"]),
+        "param_count": model.count_params(),
+        "flops_forward_per_example": forward_flops,
+        "flops_train_step_per_example": train_flops,
+    }
+    mlflow.log_metrics(metrics)
+    mlflow.set_tag("stopped_early", str(result.stopped_early).lower())
+    log_table(result.history, "training/history.csv")
+    log_table(evaluation.per_class, "evaluation/per_class.csv")
+    figures = {
+        "learning_curves": plots.learning_curves_figure(result.history, result.best_epoch),
+        "confusion_matrix": plots.confusion_matrix_figure(evaluation.confusion, dataset.classes),
+        "misclassified": plots.misclassified_figure(
+            dataset.test.images, dataset.test.labels, evaluation.predictions, dataset.classes
+        ),
+    }
+    for name, figure in figures.items():
+        mlflow.log_figure(figure, f"figures/{name}.png")
+    return metrics
+
+
 def pinned_requirements() -> list[str]:
     """The installed Keras/TensorFlow versions, given explicitly so that `log_model` does not
     spend seconds inferring requirements in a subprocess."""
@@ -250,9 +312,13 @@ def pinned_requirements() -> list[str]:
 def log_keras_model(model: Any, input_example: Any, name: str = "model") -> str:
     """Log the model with a signature (raw uint8 images in, class probabilities out) and an
     input example; returns its `models:/` URI for `mlflow.pyfunc.load_model`."""
+    import keras
     import mlflow.tensorflow
     from mlflow.models import infer_signature
 
+    # The same layers and weights, without the training set-up (optimizer state, compile
+    # options such as steps_per_execution): what a user loading the model needs, no more.
+    model = keras.Model(model.inputs, model.outputs, name=model.name)
     signature = infer_signature(input_example, model.predict(input_example, verbose=0))
     # mlflow.tensorflow saves Keras 3 models in the native .keras format; mlflow.keras cannot
     # log an input example (it writes the example before creating the folder: mlflow#16183).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -12,6 +13,17 @@ import pandas as pd
 import tensorflow as tf
 
 from pipeline.data import Split
+
+
+class _NoRetracingNotes(logging.Filter):
+    """Each run builds a new model, hence new traced functions; TensorFlow counts those as
+    retracing and warns, which in a sweep means a wall of false alarms."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+logging.getLogger("tensorflow").addFilter(_NoRetracingNotes())
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,15 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def limit_threads(threads: int) -> None:
+    """Run TensorFlow's ops on at most `threads` threads (before it starts; later, no-op)."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # already running in this process (a reused sweep worker): keep it
+        pass
+
+
 def make_optimizer(
     name: str,
     learning_rate: float,
@@ -61,12 +82,28 @@ def make_optimizer(
     raise ValueError(f"unknown optimizer {name!r}; allowed: sgd, momentum, adam")
 
 
+def compile_model(
+    model: keras.Model, optimizer: keras.optimizers.Optimizer, steps_per_execution: int = 32
+) -> None:
+    """Set up a model for training: cross-entropy on class probabilities, accuracy.
+
+    `steps_per_execution` batches run inside one compiled call: the same updates with a
+    fraction of Keras' per-step Python work, which dominates small batches on CPU (callbacks
+    still see every epoch).
+    """
+    model.compile(
+        optimizer=optimizer,
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
+    )
+
+
 def fit(
     model: keras.Model,
     train: Split,
     valid: Split,
     *,
-    optimizer: keras.optimizers.Optimizer,
     epochs: int,
     batch_size: int,
     early_stopping_monitor: str | None = "val_loss",
@@ -75,7 +112,7 @@ def fit(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = "auto",
 ) -> TrainResult:
-    """Compile and train on raw uint8 images; `early_stopping_monitor=None` trains all epochs.
+    """Train a compiled model on raw uint8 images; `early_stopping_monitor=None` runs all epochs.
 
     EarlyStopping restores the best epoch's weights, so `best_epoch` is the epoch that
     evaluation and the logged model see. `verbose="auto"` shows Keras' progress bar on a
@@ -83,11 +120,6 @@ def fit(
     """
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
-    model.compile(
-        optimizer=optimizer,
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
     stopper = None
     all_callbacks = list(callbacks)
     if early_stopping_monitor is not None:

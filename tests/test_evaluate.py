@@ -70,4 +70,5 @@ def test_figures(scored) -> None:
     for fig in figures:
         assert fig.axes
     wrong = int((ev.predictions != split.labels).sum())
-    assert f"{wrong} misclassified" in figures[2]._suptitle.get_text()
+    assert f"first 48 of {wrong}" in figures[2]._suptitle.get_text()
+    assert len(figures[2].axes[0].texts) == 48  # one caption per image shown

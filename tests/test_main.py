@@ -9,23 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_SAMPLE, TINY
+from conftest import SHARED_SAMPLE, TINY, cli
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import PROJECT_ROOT
 from pipeline.data.cache import file_digest
 
 SAMPLE_TAR = SHARED_SAMPLE / "notMNIST_sample.tar.gz"
-
-
-def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def _runs(store_uri: str) -> list:
@@ -48,7 +38,7 @@ def test_bad_config_fails_in_one_line_before_any_run(
     override: str, message: str, store_uri: str, tmp_path: Path
 ) -> None:
     started = time.perf_counter()
-    result = _cli(override, f"hydra.run.dir={tmp_path / 'out'}")
+    result = cli(override, f"hydra.run.dir={tmp_path / 'out'}")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"config error: {result.stderr.split(': ', 1)[1].strip()}"
@@ -59,7 +49,7 @@ def test_bad_config_fails_in_one_line_before_any_run(
 
 
 def test_cfg_job_shows_resolved_config(store_uri: str) -> None:
-    result = _cli("--cfg", "job", "--resolve", "model=logreg", "train.seed=7")
+    result = cli("--cfg", "job", "--resolve", "model=logreg", "train.seed=7")
     assert result.returncode == 0, result.stderr
     for line in ("hidden_units: []", "seed: 7", f"uri: {store_uri}", "experiment: notmnist"):
         assert line in result.stdout
@@ -68,7 +58,7 @@ def test_cfg_job_shows_resolved_config(store_uri: str) -> None:
 @pytest.mark.slow
 def test_cli_run_records_and_prints_where(store_uri: str, tmp_path: Path) -> None:
     out = tmp_path / "hydra"
-    result = _cli(*TINY, f"hydra.run.dir={out}", "tracking.experiment=cli")
+    result = cli(*TINY, f"hydra.run.dir={out}", "tracking.experiment=cli")
     assert result.returncode == 0, result.stderr[-3000:]
     [found] = _runs(store_uri)
     assert found.info.status == "FINISHED"
@@ -82,7 +72,7 @@ def test_cli_run_records_and_prints_where(store_uri: str, tmp_path: Path) -> Non
 @pytest.mark.skipif(not SAMPLE_TAR.exists(), reason=f"{SAMPLE_TAR} not found")
 def test_cli_trains_on_real_notmnist(store_uri: str, tmp_path: Path) -> None:
     """The default model on the 7,000 real letters of the shared sample (80/10/10 split)."""
-    result = _cli(
+    result = cli(
         "data=notmnist", f"data.path={SAMPLE_TAR}", "train.verbose=0", f"hydra.run.dir={tmp_path}"
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -99,7 +89,7 @@ def test_cli_trains_on_real_notmnist(store_uri: str, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bad_data_fails_in_one_line_and_marks_the_run(store_uri: str, tmp_path: Path) -> None:
-    result = _cli("data=notmnist", f"data.path={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path}")
+    result = cli("data=notmnist", f"data.path={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f"data error: data.path={tmp_path / 'nowhere'} does not exist"

@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from conftest import TINY
+from conftest import TINY, cli
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import PROJECT_ROOT
@@ -99,20 +99,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_pipeline_logs_to_server(server: str, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            *TINY,
-            f"tracking.uri={server}",
-            "tracking.experiment=team",
-            f"hydra.run.dir={tmp_path}",
-        ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = cli(
+        *TINY, f"tracking.uri={server}", "tracking.experiment=team", f"hydra.run.dir={tmp_path}"
     )
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(server)

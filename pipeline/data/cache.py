@@ -33,7 +33,9 @@ class Pool:
 
 
 def resolve_cache_dir(configured: str | None) -> Path:
-    return Path(configured).expanduser() if configured else DEFAULT_CACHE
+    """`data.cache_dir`, else $PIPELINE_CACHE_DIR, else <project>/.cache/data."""
+    chosen = configured or os.environ.get("PIPELINE_CACHE_DIR")
+    return Path(chosen).expanduser() if chosen else DEFAULT_CACHE
 
 
 def file_digest(path: Path) -> str:

@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from pipeline.data.cache import Pool, cache_key, cached_pool, resolve_cache_dir
 from pipeline.data.dataset import DataError, DataReport, Dataset, Split, stratified_split
 
 LETTERS = "ABCDEFGHIJ"
+_RENDERER = "1"  # bump when render_letters draws differently: old cache entries then miss
 IMAGE_SIZE = 28
 _OVERSAMPLE = 2  # draw at 56x56, then box-filter down: anti-aliased edges like the real set
 _RENDER_PT = 64
@@ -146,25 +148,50 @@ def load_synthetic(
     min_scale: float,
     max_shift: float,
     noise_std: float,
+    cache: bool = True,
+    cache_dir: str | None = None,
 ) -> Dataset:
-    """Render train+valid+test letters in one stream and split them, stratified by letter."""
-    images, labels = render_letters(
-        train_size + valid_size + test_size,
-        seed,
-        fonts,
-        max_rotation_deg=max_rotation_deg,
-        max_shear=max_shear,
-        min_scale=min_scale,
-        max_shift=max_shift,
-        noise_std=noise_std,
+    """Render train+valid+test letters in one stream and split them, stratified by letter.
+
+    Rendering 24,000 letters takes about 5 s, so the result is cached, keyed by every
+    argument and the Pillow and matplotlib versions that draw the fonts: the same bytes
+    come back, sooner.
+    """
+    import matplotlib
+    import PIL
+
+    n = train_size + valid_size + test_size
+    distortions = {
+        "max_rotation_deg": max_rotation_deg,
+        "max_shear": max_shear,
+        "min_scale": min_scale,
+        "max_shift": max_shift,
+        "noise_std": noise_std,
+    }
+    entry = cache_key(
+        [
+            "synthetic",
+            _RENDERER,
+            n,
+            seed,
+            list(fonts),
+            distortions,
+            PIL.__version__,
+            matplotlib.__version__,
+        ]
     )
-    parts = stratified_split(labels, (train_size, valid_size, test_size), seed)
-    train, valid, test = (Split(images[idx], labels[idx]) for idx in parts)
+    pool, hit = cached_pool(
+        resolve_cache_dir(cache_dir) if cache else None,
+        entry,
+        lambda: Pool(*render_letters(n, seed, fonts, **distortions)),
+    )
+    parts = stratified_split(pool.labels, (train_size, valid_size, test_size), seed)
+    train, valid, test = (Split(pool.images[idx], pool.labels[idx]) for idx in parts)
     return Dataset(
         train,
         valid,
         test,
         source=f"synthetic:seed={seed}",
         format="synthetic",
-        report=DataReport(decoded=len(labels)),
+        report=DataReport(decoded=n, from_cache=hit),
     )

@@ -90,3 +90,12 @@ def test_digest_covers_every_pixel() -> None:
 def test_split_rejects_wrong_dtype() -> None:
     with pytest.raises(ValueError, match="uint8"):
         Split(np.zeros((2, 28, 28), np.float32), np.zeros(2, np.uint8))
+
+
+def test_cached_render_gives_the_same_bytes(tmp_path) -> None:
+    first = _load(cache_dir=str(tmp_path))
+    second = _load(cache_dir=str(tmp_path))
+    assert (first.report.from_cache, second.report.from_cache) == (False, True)
+    assert first.digest() == second.digest()
+    assert not _load(cache_dir=str(tmp_path), noise_std=11.0).report.from_cache
+    assert not _load(cache=False).report.from_cache

@@ -20,7 +20,6 @@ import numpy as np
 
 from pipeline.data.dataset import CLASSES, DataError
 
-FORMATS = ("tar", "folder", "idx", "pickle")
 _IDX_IMAGES, _IDX_LABELS = 2051, 2049
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _PICKLE_SUFFIXES = (".pickle", ".pkl")

@@ -37,7 +37,8 @@ def main(cfg: DictConfig) -> dict[str, float] | None:
     except ConfigError as exc:
         return _failed(f"config error: {exc}", 2, parent, cfg, overrides, run_name)
 
-    from pipeline.run import run  # imports TensorFlow: only once the config is known good
+    _import_tensorflow_without_jax()  # only once the config is known good
+    from pipeline.run import run
 
     try:
         return run(settings, overrides, parent, threads=_threads_per_job())
@@ -69,6 +70,20 @@ def _failed(
         tracking.record_failed_job(
             OmegaConf.to_container(cfg.tracking, resolve=True), parent, overrides, message, run_name
         )
+
+
+def _import_tensorflow_without_jax() -> None:
+    """Import TensorFlow with JAX hidden: where the `jax` extra is installed, TensorFlow's
+    TFLite converter imports it (`from jax import jit`, guarded by `except ImportError`) for a
+    feature this pipeline never uses, which costs about a second of every run's start-up.
+    JAX stays importable afterwards, for Keras when KERAS_BACKEND=jax."""
+    if os.environ["KERAS_BACKEND"] != "tensorflow" or {"tensorflow", "jax"} & set(sys.modules):
+        return  # (TensorFlow's import imports Keras, which must see JAX when it is the backend)
+    sys.modules["jax"] = None  # type: ignore[assignment]  # makes `import jax` fail fast
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        del sys.modules["jax"]
 
 
 def _threads_per_job() -> int | None:

@@ -1,4 +1,5 @@
-"""The one way training metrics reach MLflow: a Keras callback, one batched call per epoch."""
+"""The one way training metrics reach MLflow, a Keras callback with one batched call per
+epoch; and a callback that makes sure Ctrl-C stops training."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 import keras
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
+
+from pipeline import tracking
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
@@ -40,3 +43,11 @@ class MlflowEpochLogger(keras.callbacks.Callback):
             synchronous=True,
         )
         self.seconds += time.perf_counter() - begin
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Ends training at the end of the epoch if a Ctrl-C or SIGTERM arrived but Python
+    swallowed its KeyboardInterrupt (see `tracking.raise_if_stop_requested`)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        tracking.raise_if_stop_requested()

@@ -9,8 +9,10 @@ in this process (the basic launcher) or in another (`hydra/launcher=joblib`).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -80,7 +82,10 @@ class MlflowSweepCallback(Callback):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         context = {"parent_run_id": self.run_id, "swept": swept_keys(config)}
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(context))
-        atexit.register(self._end_if_running, "KILLED")  # Ctrl-C or a crash of the sweep
+        # Ctrl-C, SIGTERM or a crash of the sweep: the parent ends KILLED, not left RUNNING
+        atexit.register(self._end_if_running, "KILLED")
+        with contextlib.suppress(ValueError):  # only the main thread may set handlers
+            signal.signal(signal.SIGTERM, tracking.raise_interrupt)
         log.info("Sweep parent run %s in experiment '%s'", self.run_id, store.experiment)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -114,8 +114,9 @@ def tracked_run(
         tags={**git_tags(), **(tags or {})},
     )
     try:
-        with _sigterm_raises_interrupt():
+        with _signals_raise_interrupt():
             yield active
+            raise_if_stop_requested()
     except KeyboardInterrupt:
         _end_with_error(active.info.run_id, "KILLED", "interrupted (Ctrl-C or SIGTERM)")
         raise
@@ -134,22 +135,41 @@ def _end_with_error(run_id: str, status: str, message: str) -> None:
         mlflow.end_run(status)
 
 
+_stop_requested: list[int] = []  # the signals received while a run was tracked
+
+
+def raise_interrupt(signum: int, frame: object) -> None:
+    """The Ctrl-C and SIGTERM handler: a scheduler stopping the job counts as Ctrl-C, so the
+    runs it leaves are marked KILLED. The request is also recorded, for
+    `raise_if_stop_requested`."""
+    _stop_requested.append(signum)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def raise_if_stop_requested() -> None:
+    """Raise again a Ctrl-C or SIGTERM that Python swallowed: when the signal arrives while a
+    finaliser runs (SQLAlchemy and TensorFlow run some during garbage collection), Python
+    prints the KeyboardInterrupt as "Exception ignored" and goes on, and training would too."""
+    if _stop_requested:
+        raise KeyboardInterrupt(f"signal {_stop_requested[-1]}")
+
+
 @contextlib.contextmanager
-def _sigterm_raises_interrupt() -> Iterator[None]:
-    """Treat SIGTERM (a scheduler stopping the job) like Ctrl-C, so the run is marked KILLED."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
+def _signals_raise_interrupt() -> Iterator[None]:
+    """Within the block, Ctrl-C and SIGTERM go to `raise_interrupt` (in the main thread;
+    elsewhere, no change)."""
+    _stop_requested.clear()
+    stops = (signal.SIGINT, signal.SIGTERM)
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = [signal.signal(s, raise_interrupt) for s in stops]
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for stop, handler in zip(stops, previous, strict=True):
+            signal.signal(stop, handler)
 
 
 def record_failed_job(

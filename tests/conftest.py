@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,8 @@ TINY = (
     "train.batch_size=64",
     "train.verbose=0",
 )
+# The same, training until it is interrupted.
+ENDLESS = (*TINY, "train.epochs=100000", "train.early_stopping.enabled=false")
 
 
 def cli(
@@ -41,6 +45,40 @@ def cli(
         text=True,
         timeout=timeout,
     )
+
+
+@contextlib.contextmanager
+def running(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """`python -m pipeline args...` in the background, for tests that interrupt it; killed
+    at the end of the block if it is still running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def wait_for_epoch(store_uri: str, proc: subprocess.Popen[str], timeout: float = 180) -> str:
+    """The id of the first run in the store that has logged an epoch, while `proc` runs."""
+    from mlflow.tracking import MlflowClient
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        if Path(store_uri.removeprefix("sqlite:///")).exists():
+            client = MlflowClient(store_uri)
+            ids = [e.experiment_id for e in client.search_experiments()]
+            for run in client.search_runs(ids, "metrics.loss >= 0"):
+                return run.info.run_id
+        time.sleep(0.5)
+    raise TimeoutError("no run logged an epoch")
 
 
 def compose_config(*overrides: str) -> DictConfig:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -51,3 +53,18 @@ def test_jax_runs_are_tracked_deterministic_and_portable(store_uri: str, tmp_pat
     test = load_data(settings(*TINY).data).test
     accuracy = float((np.asarray(model.predict(test.images)).argmax(axis=1) == test.labels).mean())
     assert accuracy == pytest.approx(first["test_accuracy"], abs=1e-6)
+
+
+def test_tensorflow_runs_do_not_import_jax_but_can() -> None:
+    """The start-up saving: JAX is hidden from TensorFlow's import only, not from later code."""
+    check = (
+        "import sys, pipeline.__main__ as m; m._import_tensorflow_without_jax(); "
+        "import pipeline.run; assert 'jax' not in sys.modules, 'jax imported'; "
+        "import jax.numpy as jnp; print(int(jnp.ones(3).sum()))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    result = subprocess.run(
+        [sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "3"

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_SAMPLE, TINY, cli
+from conftest import ENDLESS, SHARED_SAMPLE, TINY, cli, running, wait_for_epoch
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import PROJECT_ROOT
 from pipeline.data.cache import file_digest
 
 SAMPLE_TAR = SHARED_SAMPLE / "notMNIST_sample.tar.gz"
@@ -98,44 +95,13 @@ def test_bad_data_fails_in_one_line_and_marks_the_run(store_uri: str, tmp_path: 
     assert found.info.status == "FAILED"
 
 
-def _wait_for_epoch(store_uri: str, proc: subprocess.Popen, timeout: float = 180) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        if Path(store_uri.removeprefix("sqlite:///")).exists():
-            runs = _runs(store_uri)
-            if runs and "loss" in MlflowClient(store_uri).get_run(runs[0].info.run_id).data.metrics:
-                return runs[0].info.run_id
-        time.sleep(0.5)
-    raise TimeoutError("the run never logged an epoch")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_run_is_marked_killed(
     sig: signal.Signals, store_uri: str, tmp_path: Path
 ) -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            *TINY,
-            "train.epochs=100000",
-            "train.early_stopping.enabled=false",
-            f"hydra.run.dir={tmp_path / 'out'}",
-        ],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        run_id = _wait_for_epoch(store_uri, proc)
+    with running(*ENDLESS, f"hydra.run.dir={tmp_path / 'out'}") as proc:
+        run_id = wait_for_epoch(store_uri, proc)
         proc.send_signal(sig)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
-        proc.communicate()
-    assert proc.returncode != 0
+        assert proc.wait(timeout=60) != 0
     assert MlflowClient(store_uri).get_run(run_id).info.status == "KILLED"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import signal
+import time
 from pathlib import Path
 from subprocess import CompletedProcess
 
 import pandas as pd
 import pytest
-from conftest import TINY, cli
+from conftest import ENDLESS, TINY, cli, running, wait_for_epoch
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -112,3 +114,35 @@ def test_report_command_rebuilds_the_comparison(store_uri: str, tmp_path: Path) 
     assert "2 runs" in text  # the sweep's parent itself is not compared
     assert report.main(["--run-id", "nope"]) == 2
     assert report.main(["--experiment", "nope"]) == 2
+
+
+def test_ctrl_c_in_a_sweep_marks_parent_and_job_killed(store_uri: str, tmp_path: Path) -> None:
+    with running(
+        "-m",
+        *ENDLESS,
+        "model.dropout_rate=0,0.5",
+        "tracking.experiment=stopped",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ) as proc:
+        job = wait_for_epoch(store_uri, proc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) != 0
+    client, parent, children = _runs(store_uri, "stopped")
+    assert [c.info.run_id for c in children] == [job]  # the second job never started
+    assert client.get_run(job).info.status == "KILLED"
+    assert parent.info.status == "KILLED"
+
+
+def test_sweep_stopped_between_jobs_marks_parent_killed(store_uri: str, tmp_path: Path) -> None:
+    """SIGTERM before the first job has opened its run (it is importing TensorFlow)."""
+    sweep_file = tmp_path / "sweep" / "mlflow_sweep.json"
+    sweep = ("-m", *TINY, "model.dropout_rate=0,0.5", f"hydra.sweep.dir={sweep_file.parent}")
+    with running(*sweep) as proc:
+        deadline = time.monotonic() + 120
+        while not sweep_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) != 0
+    _, parent, children = _runs(store_uri, "notmnist")
+    assert parent.info.status == "KILLED"
+    assert {c.info.status for c in children} <= {"KILLED"}

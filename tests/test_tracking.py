@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import mlflow
@@ -124,3 +125,41 @@ def test_epoch_logger_logs_once_per_epoch_with_epoch_steps(store_uri: str) -> No
     assert client.get_metric_history(run.info.run_id, "learning_rate")[0].value == pytest.approx(
         0.1
     )
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the point
+def test_interrupt_swallowed_by_a_finaliser_still_stops_training(store_uri: str) -> None:
+    """A Ctrl-C whose KeyboardInterrupt lands in a finaliser is printed and ignored by Python;
+    training must stop anyway, at the end of that epoch, and the run be marked KILLED."""
+    import keras
+    import numpy as np
+
+    from pipeline.callbacks import StopOnSignal
+
+    class Finaliser:
+        def __del__(self) -> None:
+            tracking.raise_interrupt(signal.SIGINT, None)
+
+    epochs: list[int] = []
+
+    class CtrlCInFinaliser(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            epochs.append(epoch)
+            if epoch == 1:
+                Finaliser()  # collected at once: its KeyboardInterrupt is swallowed
+
+    store = tracking.connect(store_uri, "exp")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    x, y = np.random.default_rng(0).normal(size=(32, 4)), np.arange(32) % 2
+    with pytest.raises(KeyboardInterrupt), tracking.tracked_run(store) as run:
+        model.fit(x, y, epochs=20, verbose=0, callbacks=[CtrlCInFinaliser(), StopOnSignal()])
+    assert epochs == [0, 1]
+    assert _status(store_uri, run.info.run_id) == "KILLED"
+
+
+def test_signals_are_restored_after_a_run(store_uri: str) -> None:
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with tracking.tracked_run(tracking.connect(store_uri, "exp")):
+        assert signal.getsignal(signal.SIGTERM) is tracking.raise_interrupt
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

@@ -16,14 +16,17 @@ import base64
 import io
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
@@ -68,9 +71,7 @@ class Comparison:
         return ", ".join(f"{p}={row[p]}" for p in self.varied) or str(row["run_name"])
 
 
-def find_runs(
-    client: MlflowClient, experiment_ids: Sequence[str], parent_run_id: str | None
-) -> pd.DataFrame:
+def find_runs(experiment_ids: Sequence[str], parent_run_id: str | None) -> pd.DataFrame:
     """Children of `parent_run_id`, or every run of the experiments that is not a sweep parent."""
     runs = mlflow.search_runs(
         experiment_ids=list(experiment_ids),
@@ -231,16 +232,17 @@ def html(comparison: Comparison, images: dict[str, str], title: str) -> str:
     best = comparison.best
     parts = [
         "<!doctype html><meta charset='utf-8'>",
-        f"<title>{title}</title>",
+        f"<title>{escape(title)}</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
         "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}</style>",
-        f"<h1>{title}</h1>",
+        f"<h1>{escape(title)}</h1>",
         f"<p>{len(comparison.table)} runs, {len(comparison.failures)} failed; sorted by "
         f"<code>{comparison.sort_by}</code>.</p>",
     ]
     if best is not None:
+        label = escape(comparison.label(best))
         parts.append(
-            f"<p><b>Best</b>: run <code>{best['run_id']}</code> ({comparison.label(best)}): "
+            f"<p><b>Best</b>: run <code>{best['run_id']}</code> ({label}): "
             f"valid accuracy {best['best_val_accuracy']:.4f}, test accuracy "
             f"{best['test_accuracy']:.4f}.</p>"
         )
@@ -270,18 +272,23 @@ def log_to_parent(
         client.log_figure(parent_run_id, fig, f"comparison/{name}.png")
         images[name] = f"{name}.png"
     client.log_text(parent_run_id, markdown(comparison, images, title), "comparison/report.md")
-    client.set_tag(parent_run_id, "sweep.runs", str(len(comparison.table)))
-    client.set_tag(parent_run_id, "sweep.failed", str(len(comparison.failures)))
+    tags = {"sweep.runs": str(len(comparison.table)), "sweep.failed": str(len(comparison.failures))}
+    metrics = {}
     best = comparison.best
-    if best is None:
-        return
-    client.set_tag(parent_run_id, "best.run_id", best["run_id"])
-    client.set_tag(parent_run_id, "best.run_name", str(best["run_name"]))
-    for setting in comparison.varied:
-        client.set_tag(parent_run_id, f"best.{setting}", str(best[setting]))
-    for metric in ("best_val_accuracy", "best_val_loss", "test_accuracy", "test_loss"):
-        if pd.notna(best[metric]):
-            client.log_metric(parent_run_id, metric, float(best[metric]))
+    if best is not None:
+        tags |= {"best.run_id": best["run_id"], "best.run_name": str(best["run_name"])}
+        tags |= {f"best.{setting}": str(best[setting]) for setting in comparison.varied}
+        metrics = {
+            m: float(best[m])
+            for m in ("best_val_accuracy", "best_val_loss", "test_accuracy", "test_loss")
+            if pd.notna(best[m])
+        }
+    now = int(time.time() * 1000)
+    client.log_batch(
+        parent_run_id,
+        metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -319,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"report error: no experiment {args.experiment!r} in {uri}", file=sys.stderr)
             return 2
         experiment_ids, title = [experiment.experiment_id], f"Experiment {args.experiment}"
-    runs = find_runs(client, experiment_ids, args.run_id)
+    runs = find_runs(experiment_ids, args.run_id)
     if runs.empty:
         print(
             f"report error: no runs to compare for {args.run_id or args.experiment}",

@@ -97,7 +97,7 @@ class MlflowSweepCallback(Callback):
 
         client = MlflowClient(self.uri)
         parent = client.get_run(self.run_id)
-        runs = report.find_runs(client, [parent.info.experiment_id], self.run_id)
+        runs = report.find_runs([parent.info.experiment_id], self.run_id)
         failed = 0
         if not runs.empty:
             comparison = report.compare(runs, client)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,7 +32,6 @@ class TrainResult:
     history: pd.DataFrame
     best_epoch: int
     stopped_early: bool
-    seconds: float
 
     @property
     def best(self) -> pd.Series:
@@ -131,7 +129,6 @@ def fit(
             verbose=1 if verbose else 0,
         )
         all_callbacks.insert(0, stopper)
-    start = time.perf_counter()
     history = model.fit(
         train.images,
         train.labels,
@@ -142,9 +139,8 @@ def fit(
         callbacks=all_callbacks,
         verbose=verbose,
     )
-    seconds = time.perf_counter() - start
     table = pd.DataFrame(history.history)
     table.index = pd.RangeIndex(1, len(table) + 1, name="epoch")
     best_epoch = stopper.best_epoch + 1 if stopper is not None else len(table)
     stopped_early = stopper is not None and stopper.stopped_epoch > 0
-    return TrainResult(table, best_epoch, stopped_early, seconds)
+    return TrainResult(table, best_epoch, stopped_early)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import shutil
@@ -11,6 +10,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pipeline.data.cache import file_digest
 from pipeline.data.dataset import DataError
 
 log = logging.getLogger(__name__)
@@ -73,16 +73,11 @@ def _verify(path: Path, expected_size: int | None, sha256: str | None) -> None:
             f"{path.name} has {size:,} bytes, expected {expected_size:,} (data.expected_size): "
             "check data.url, or delete the file to download it again"
         )
-    if sha256 is not None:
-        h = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                h.update(block)
-        if h.hexdigest() != sha256.lower():
-            raise DataError(
-                f"{path.name} has sha256 {h.hexdigest()}, expected {sha256} (data.sha256): "
-                "check data.url, or delete the file to download it again"
-            )
+    if sha256 is not None and (found := file_digest(path)) != sha256.lower():
+        raise DataError(
+            f"{path.name} has sha256 {found}, expected {sha256} (data.sha256): "
+            "check data.url, or delete the file to download it again"
+        )
 
 
 def _manual_hint(url: str, target: Path, expected_size: int | None, reason: str) -> str:

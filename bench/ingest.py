@@ -24,18 +24,18 @@ import numpy as np
 from common import measure, report
 from PIL import Image
 
-from pipeline.data.decode import decode_pngs
-from pipeline.data.notmnist import load_notmnist
-from pipeline.data.sources import Blobs, read_folder, read_idx, read_tar
+from pipeline.stages.data import CLASSES
+from pipeline.stages.data.decode import decode_pngs
+from pipeline.stages.data.notmnist import load_notmnist
+from pipeline.stages.data.sources import Blobs, read_folder, read_idx, read_tar
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "notmnist-sample"
-LETTERS = "ABCDEFGHIJ"
 
 
 def course_load(root: Path) -> np.ndarray:
     """The course's load_letter over every letter folder: open, decode, normalise, append."""
     out = []
-    for letter in LETTERS:
+    for letter in CLASSES:
         folder = root / letter
         for name in os.listdir(folder):  # noqa: PTH208 - the course's code, as written
             image = np.asarray(Image.open(folder / name), dtype=float)

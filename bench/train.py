@@ -4,7 +4,7 @@
 
 For each model and batch size, three programs train the same network (raw uint8 28x28
 inputs, Dropout 0.5, L2 1e-4, SGD) on the same 16,384 samples, one after the other in this
-process: (a) the pipeline's `pipeline.train.fit`, (b) the plain-Keras script a user would
+process: (a) the pipeline's `pipeline.stages.train.fit`, (b) the plain-Keras script a user would
 write (`model.fit` on NumPy arrays), (c) a hand-written `tf.function` step over `tf.data`.
 Each trains a warm-up epoch and 5 timed epochs, twice (the programs in turn, then in reverse
 order); an epoch is the training pass plus a validation pass over 2,048 samples, and the
@@ -31,9 +31,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from common import RESULTS, Measurement, machine  # noqa: E402
 
-from pipeline.data import Split  # noqa: E402
-from pipeline.model import build_model, dense_weights  # noqa: E402
-from pipeline.train import compile_model, fit, make_optimizer, seed_everything  # noqa: E402
+from pipeline.stages.data import Split  # noqa: E402
+from pipeline.stages.model import build_model, dense_weights  # noqa: E402
+from pipeline.stages.train import compile_model, fit, make_optimizer, seed_everything  # noqa: E402
 
 MODELS = {"logreg": (), "mlp": (1024,), "deep": (1024, 512, 256)}
 SAMPLES, VALID, WARMUP, EPOCHS = 16_384, 2_048, 1, 5

@@ -14,9 +14,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import PROJECT_ROOT, AppConfig, validate
+from pipeline.cli import _process
+from pipeline.config import AppConfig, config_dir, validate
 
-CONF_DIR = PROJECT_ROOT / "conf"
+_process.configure()  # the environment every entry point sets (tests are an entry point)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = config_dir()
 SHARED_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "notmnist-sample"
 
 # Small enough for a few seconds per run, big enough for every class in every split.

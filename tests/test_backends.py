@@ -14,7 +14,7 @@ import pytest
 from conftest import TINY, cli, settings
 from mlflow.tracking import MlflowClient
 
-from pipeline.run import load_data
+from pipeline.jobs.training import load_data
 
 pytestmark = [
     pytest.mark.slow,
@@ -58,8 +58,8 @@ def test_jax_runs_are_tracked_deterministic_and_portable(store_uri: str, tmp_pat
 def test_tensorflow_runs_do_not_import_jax_but_can() -> None:
     """The start-up saving: JAX is hidden from TensorFlow's import only, not from later code."""
     check = (
-        "import sys, pipeline.__main__ as m; m._import_tensorflow_without_jax(); "
-        "import pipeline.run; assert 'jax' not in sys.modules, 'jax imported'; "
+        "import sys, pipeline.cli._process as p; p.configure(); p.import_tensorflow_without_jax(); "
+        "import pipeline.jobs.training; assert 'jax' not in sys.modules, 'jax imported'; "
         "import jax.numpy as jnp; print(int(jnp.ones(3).sum()))"
     )
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}

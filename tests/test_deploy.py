@@ -7,9 +7,7 @@ from importlib.metadata import version
 
 import pytest
 import yaml
-from conftest import SHARED_SAMPLE
-
-from pipeline.config import PROJECT_ROOT
+from conftest import PROJECT_ROOT, SHARED_SAMPLE
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 SCHEMA = SHARED_SAMPLE.parents[1] / "schemas" / "compose-spec.json"

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from mlflow.tracking import MlflowClient
 
-from pipeline.model import build_model
+from pipeline.stages.model import build_model
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
@@ -80,7 +80,7 @@ def test_overfit_trains_on_three_batches_without_early_stopping() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_runs_an_epoch(experiment: str, store_uri: str) -> None:
-    from pipeline.run import run
+    from pipeline.jobs.training import run
 
     point = _grid(experiment)[-1]
     cfg = settings(f"experiment={experiment}", *point, *TINY, "train.epochs=1")

@@ -15,10 +15,8 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from conftest import TINY, cli
+from conftest import PROJECT_ROOT, TINY, cli
 from mlflow.tracking import MlflowClient
-
-from pipeline.config import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,102 @@
+"""`python -m pipeline [overrides]` (or `notmnist-train`): validate the composed config, then
+train, evaluate and log one run.
+
+In a sweep (`-m`), each job runs under the sweep's parent run, and a job that fails is
+recorded as a failed run while the others go on; alone, a failure ends the program.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from pipeline.cli import _process
+
+_process.configure()
+
+import hydra  # noqa: E402 - after the process settings, which must precede these imports
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from pipeline.config import ConfigError, check_override_keys, config_dir, validate  # noqa: E402
+from pipeline.stages.data.dataset import DataError  # noqa: E402
+from pipeline.tracking import sweep  # noqa: E402
+
+log = logging.getLogger("pipeline")
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+def _hydra_main(cfg: DictConfig) -> dict[str, float] | None:
+    overrides = list(HydraConfig.get().overrides.task)
+    parent, run_name = sweep.job_context(overrides)
+    try:
+        settings = validate(OmegaConf.to_container(cfg, resolve=True))
+        if run_name and not settings.tracking.run_name:
+            settings = settings.model_copy(
+                update={"tracking": settings.tracking.model_copy(update={"run_name": run_name})}
+            )
+    except ConfigError as exc:
+        _failed(f"config error: {exc}", 2, parent, cfg, overrides, run_name)
+        return None
+
+    _process.import_tensorflow_without_jax()  # only once the config is known good
+    from pipeline.jobs.training import run
+
+    try:
+        return run(
+            settings, overrides, parent, threads=_threads_per_job(), started=_process.STARTED
+        )
+    except DataError as exc:  # bad input: the run is already marked FAILED; no traceback
+        _failed(f"data error: {exc}", 1, parent)
+        return None
+    except Exception:
+        if parent is None:
+            raise
+        log.exception("This run failed (marked FAILED in MLflow); the sweep goes on")
+        return None
+
+
+def _failed(
+    message: str,
+    code: int,
+    parent: str | None,
+    cfg: DictConfig | None = None,
+    overrides: Sequence[str] = (),
+    run_name: str | None = None,
+) -> None:
+    """Alone: print the one-line error and exit. In a sweep: record it and let the sweep go on
+    (a config error has no MLflow run yet, so it gets a FAILED one naming its overrides)."""
+    print(message, file=sys.stderr)
+    if parent is None:
+        raise SystemExit(code)
+    if cfg is not None:
+        from pipeline.tracking.runs import record_failed_job
+
+        try:
+            tracking = sweep.tracking_settings(cfg)
+        except ValueError:  # the tracking section itself is invalid: nowhere to record it
+            return
+        record_failed_job(tracking, parent, overrides, message, run_name)
+
+
+def _threads_per_job() -> int | None:
+    """With parallel sweep jobs (`hydra/launcher=joblib`), each job gets its share of the
+    cores, so that n jobs do not fight over them with n x cores threads."""
+    n_jobs: int | None = HydraConfig.get().launcher.get("n_jobs")
+    if not n_jobs:
+        return None
+    cores = os.cpu_count() or 1
+    jobs = min(cores, n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs))
+    return max(1, cores // jobs)
+
+
+def main() -> None:
+    """The console script: reject unknown keys with the allowed ones named, then run Hydra."""
+    try:
+        check_override_keys(sys.argv[1:])
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    _hydra_main()

@@ -1,0 +1,26 @@
+"""Typed configuration (`schema`) and where config and files live (`paths`)."""
+
+from pipeline.config.paths import config_dir, project_home
+from pipeline.config.schema import (
+    AppConfig,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    TrackingConfig,
+    TrainConfig,
+    check_override_keys,
+    validate,
+)
+
+__all__ = [
+    "AppConfig",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "TrackingConfig",
+    "TrainConfig",
+    "check_override_keys",
+    "config_dir",
+    "project_home",
+    "validate",
+]

@@ -1,0 +1,247 @@
+"""Typed configuration: the schema every Hydra-composed config must satisfy.
+
+Hydra composes `conf/` into a plain tree; `validate` turns it into these frozen models so
+that a typo, a wrong type or an out-of-range value stops the program before any work, with
+one line that names the key. Stages never see this module: the entry point unpacks the
+fields into their explicit arguments.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+NonNegative = Annotated[float, Field(ge=0.0)]
+Positive = Annotated[float, Field(gt=0.0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, of the wrong type or out of range."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticDataConfig(_Section):
+    """Letters rendered from matplotlib's bundled fonts (`pipeline.stages.data.synthetic`)."""
+
+    source: Literal["synthetic"]
+    train_size: PositiveInt
+    valid_size: PositiveInt
+    test_size: PositiveInt
+    seed: int
+    fonts: Annotated[tuple[str, ...], Field(min_length=1)]
+    max_rotation_deg: Annotated[float, Field(ge=0.0, le=45.0)]
+    max_shear: Annotated[float, Field(ge=0.0, le=1.0)]
+    min_scale: Annotated[float, Field(gt=0.0, le=1.0)]
+    max_shift: NonNegative
+    noise_std: NonNegative
+    cache: bool
+    cache_dir: str | None
+
+
+def _count_or_fraction(value: int | float) -> int | float:
+    if value <= 0 or (value >= 1 and value != int(value)):
+        raise ValueError("give a count (a whole number >= 1) or a fraction (0 < f < 1)")
+    return int(value) if value >= 1 else value
+
+
+SplitSize = Annotated[int | float, AfterValidator(_count_or_fraction)]
+
+
+class NotMnistDataConfig(_Section):
+    """Real notMNIST from a file, a folder or a download (`pipeline.stages.data.notmnist`)."""
+
+    source: Literal["notmnist"]
+    path: str | None
+    format: Literal["auto", "tar", "folder", "idx", "pickle"]
+    url: str | None
+    expected_size: PositiveInt | None
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None
+    allow_pickle: bool
+    convert: bool
+    train_size: SplitSize
+    valid_size: SplitSize
+    test_size: SplitSize
+    seed: int
+    near_duplicate_rmsd: NonNegative | None
+    cache: bool
+    cache_dir: str | None
+
+    @model_validator(mode="after")
+    def _has_source_and_room(self) -> NotMnistDataConfig:
+        if self.path is None and self.url is None:
+            raise ValueError(
+                "data=notmnist needs data.path=<.tar.gz, A-J folder, IDX file or folder, "
+                "or .pickle> or data.url=<download>"
+            )
+        fractions = [s for s in (self.train_size, self.valid_size, self.test_size) if s < 1]
+        if sum(fractions) > 1:
+            raise ValueError(f"the split fractions add up to {sum(fractions):g} > 1")
+        return self
+
+
+DataConfig = Annotated[SyntheticDataConfig | NotMnistDataConfig, Field(discriminator="source")]
+
+
+class ModelConfig(_Section):
+    """Dense + ReLU + Dropout stack; `hidden_units: []` is multinomial logistic regression."""
+
+    name: str
+    hidden_units: tuple[PositiveInt, ...]
+    dropout_rate: Fraction
+    l2_beta: NonNegative
+
+
+class LearningRateDecay(_Section):
+    """Exponential decay `lr * rate ** (step / steps)`; rate 1.0 keeps the rate constant."""
+
+    rate: Annotated[float, Field(gt=0.0, le=1.0)]
+    steps: PositiveInt
+    staircase: bool
+
+
+class EarlyStoppingConfig(_Section):
+    enabled: bool
+    monitor: Literal["val_loss", "val_accuracy", "loss", "accuracy"]
+    patience: Annotated[int, Field(ge=0)]
+    min_delta: NonNegative
+
+
+class TrainConfig(_Section):
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    seed: int
+    optimizer: Literal["sgd", "momentum", "adam"]
+    learning_rate: Positive
+    momentum: Fraction
+    lr_decay: LearningRateDecay
+    early_stopping: EarlyStoppingConfig
+    steps_per_execution: PositiveInt
+    verbose: Literal["auto", 0, 1, 2]
+
+
+class TrackingConfig(_Section):
+    uri: str | None
+    experiment: Annotated[str, Field(min_length=1)]
+    run_name: str | None
+    artifact_location: str | None
+    log_model: bool
+
+
+class AppConfig(_Section):
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    tracking: TrackingConfig
+
+
+def validate(raw: object) -> AppConfig:
+    """Check a composed (and resolved) config tree; raise ConfigError with one line per problem."""
+    try:
+        return AppConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = dict.fromkeys(_describe(err) for err in exc.errors())  # unions repeat some
+        raise ConfigError("; ".join(problems)) from None
+
+
+def check_override_keys(args: Sequence[str]) -> None:
+    """Reject `section.key=value` overrides whose key is not in the schema, naming the keys
+    that are (Hydra refuses them too, but without saying what is allowed)."""
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        if "=" not in arg or "." not in key or key.startswith(("-", "+", "~", "hydra.")):
+            continue
+        cls: Any = AppConfig
+        path: list[str] = []
+        for part in key.split("."):
+            fields = _fields(cls)
+            if fields is None:
+                break
+            if part not in fields:
+                raise ConfigError(_unknown_key(".".join([*path, part]), fields))
+            path.append(part)
+            cls = fields[part]
+
+
+def _fields(cls: Any) -> dict[str, Any] | None:
+    """Field name -> annotation of a model, or of all members of a union of models."""
+    members = _union_members(cls) or (
+        (cls,) if isinstance(cls, type) and issubclass(cls, BaseModel) else ()
+    )
+    if not members:
+        return None
+    return {n: f.annotation for m in members for n, f in m.model_fields.items()}
+
+
+def _describe(err: Any) -> str:
+    """'model.dropout_rate=1.5: Input should be less than 1'; unknown keys list the known ones."""
+    path, parent = _walk(err["loc"])
+    if err["type"] == "extra_forbidden":
+        return _unknown_key(path, parent.model_fields if parent else ())
+    if err["type"] == "missing":
+        return f"missing key '{path}'"
+    message = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    if isinstance(value, Mapping):  # a check across several keys of one section
+        return f"{path}: {message}"
+    shown = value if isinstance(value, int | float | str | bool | None) else type(value).__name__
+    return f"{path}={shown}: {message}"
+
+
+def _unknown_key(key: str, allowed: Iterable[str]) -> str:
+    where = key.rpartition(".")[0] or "the config"
+    return f"unknown key '{key}': {where} has {', '.join(sorted(allowed))}"
+
+
+def _walk(loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
+    """Turn a pydantic error location into a dotted config key and the model holding its leaf.
+
+    Discriminated unions insert the tag into the location ('data', 'synthetic', 'x');
+    the tag is not a config key, so it is dropped from the path.
+    """
+    names: list[str] = []
+    cls: type[BaseModel] | None = AppConfig
+    parent: type[BaseModel] | None = None
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        if cls is None and not isinstance(part, int):
+            continue  # past the leaf: pydantic's union branch names ('int', 'float')
+        names.append(str(part))
+        parent = cls
+        field = cls.model_fields.get(str(part)) if cls else None
+        if field is None:
+            cls = None
+            continue
+        members = _union_members(field.annotation)
+        if members and isinstance(field.discriminator, str) and parts:
+            tag = parts.pop(0)
+            cls = next((m for m in members if _tag(m, field.discriminator) == tag), None)
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            cls = field.annotation
+        else:
+            cls = None
+    return ".".join(names), parent
+
+
+def _tag(model: type[BaseModel], discriminator: str) -> Any:
+    """The value of a `Literal[...]` discriminator field."""
+    return typing.get_args(model.model_fields[discriminator].annotation)[0]
+
+
+def _union_members(annotation: Any) -> tuple[type[BaseModel], ...]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return tuple(
+            m
+            for m in typing.get_args(annotation)
+            if isinstance(m, type) and issubclass(m, BaseModel)
+        )
+    return ()

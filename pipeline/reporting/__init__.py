@@ -1,0 +1,2 @@
+"""Comparing runs (`comparison`), drawing runs and comparisons (`figures`) and rendering
+reports (`render`)."""

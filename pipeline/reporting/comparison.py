@@ -1,0 +1,123 @@
+"""Compare runs, a sweep's children or all runs of an experiment: which settings varied, and
+each run's results, best first.
+
+`pipeline.reporting.render` turns a comparison into a report, `pipeline.reporting.figures`
+draws it; the sweep callback logs both onto the sweep's parent run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from pipeline.names import Metric, Tag
+
+RESULTS = (
+    Metric.BEST_VAL_ACCURACY,
+    Metric.BEST_VAL_LOSS,
+    Metric.TEST_ACCURACY,
+    Metric.TEST_LOSS,
+    Metric.TRAIN_VALID_GAP,
+    Metric.BEST_EPOCH,
+    Metric.EPOCHS_RUN,
+    Metric.PARAM_COUNT,
+    Metric.SECONDS_TRAIN,
+)
+# monitored metric -> (column of the kept epoch's value, ascending order is best first)
+_ORDER = {
+    Metric.VAL_LOSS: (Metric.BEST_VAL_LOSS, True),
+    Metric.VAL_ACCURACY: (Metric.BEST_VAL_ACCURACY, False),
+    Metric.LOSS: (Metric.BEST_VAL_LOSS, True),
+    Metric.ACCURACY: (Metric.BEST_VAL_ACCURACY, False),
+}
+CURVES = (Metric.LOSS, Metric.ACCURACY, Metric.VAL_LOSS, Metric.VAL_ACCURACY)
+_FAILED = ("FAILED", "KILLED")
+
+
+@dataclass
+class Comparison:
+    """Runs side by side: `table` has one row per run, best first."""
+
+    table: pd.DataFrame
+    varied: list[str]
+    sort_by: str
+    failures: pd.DataFrame
+    curves: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def best(self) -> pd.Series | None:
+        finished = self.table[self.table["status"] == "FINISHED"]
+        return None if finished.empty else finished.iloc[0]
+
+    def label(self, row: pd.Series) -> str:
+        return ", ".join(f"{p}={row[p]}" for p in self.varied) or str(row["run_name"])
+
+
+def find_runs(experiment_ids: Sequence[str], parent_run_id: str | None) -> pd.DataFrame:
+    """Children of `parent_run_id`, or every run of the experiments that is not a sweep parent."""
+    runs = mlflow.search_runs(
+        experiment_ids=list(experiment_ids),
+        filter_string=f"tags.`{Tag.PARENT_RUN_ID}` = '{parent_run_id}'" if parent_run_id else "",
+        max_results=50_000,
+    )
+    if not parent_run_id and f"tags.{Tag.SWEEP}" in runs:
+        runs = runs[runs[f"tags.{Tag.SWEEP}"] != "true"]
+    return runs.reset_index(drop=True)
+
+
+def compare(runs: pd.DataFrame, client: MlflowClient | None = None) -> Comparison:
+    """The comparison of runs as `mlflow.search_runs` returns them (with learning curves when
+    a client is given)."""
+    # settings that differ between runs; where the runs are (tracking.*) is not a setting
+    params = sorted(
+        c for c in runs.columns if c.startswith("params.") and not c.startswith("params.tracking.")
+    )
+    varied = [c for c in params if runs[c].nunique() > 1]
+    varied.sort(key=lambda c: -runs[c].nunique())  # most distinct values first
+    table = pd.DataFrame(
+        {
+            "run_id": runs["run_id"],
+            "run_name": runs.get(f"tags.{Tag.RUN_NAME}", runs["run_id"]),
+            "status": runs["status"],
+            **{c.removeprefix("params."): runs[c] for c in varied},
+            **{m: runs.get(f"metrics.{m}", np.nan) for m in RESULTS},
+        }
+    )
+    for count in (Metric.BEST_EPOCH, Metric.EPOCHS_RUN, Metric.PARAM_COUNT):
+        table[count] = table[count].astype("Int64")
+    monitors = runs.get("params.train.early_stopping.monitor", pd.Series(dtype=object)).dropna()
+    sort_by, ascending = _ORDER.get(
+        monitors.mode()[0] if len(monitors) else "", _ORDER[Metric.VAL_ACCURACY]
+    )
+    table = table.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable")
+    failed = table["status"].isin(_FAILED)
+    failures = table.loc[failed, ["run_id", "run_name", "status"]].copy()
+    failures["error"] = [
+        runs.set_index("run_id").get(f"tags.{Tag.ERROR}", pd.Series(dtype=object)).get(r, "")
+        for r in failures["run_id"]
+    ]
+    comparison = Comparison(
+        table.reset_index(drop=True),
+        [c.removeprefix("params.") for c in varied],
+        sort_by,
+        failures.reset_index(drop=True),
+    )
+    if client is not None:
+        comparison.curves = {
+            run_id: _history(client, run_id)
+            for run_id in comparison.table.loc[~failed.to_numpy(), "run_id"]
+        }
+    return comparison
+
+
+def _history(client: MlflowClient, run_id: str) -> pd.DataFrame:
+    columns = {}
+    for metric in CURVES:
+        points = client.get_metric_history(run_id, metric)
+        columns[metric] = pd.Series({p.step: p.value for p in points}, dtype=float)
+    return pd.DataFrame(columns).sort_index().rename_axis("epoch")

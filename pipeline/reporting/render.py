@@ -1,0 +1,146 @@
+"""A comparison as a report, in Markdown or as one self-contained HTML page.
+
+Both renderers walk the same outline (`_outline`), so the two formats never say different
+things.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from html import escape
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from pipeline.names import Metric
+from pipeline.reporting.comparison import Comparison
+
+
+@dataclass(frozen=True)
+class _Title:
+    text: str
+
+
+@dataclass(frozen=True)
+class _Heading:
+    text: str
+
+
+@dataclass(frozen=True)
+class _Text:
+    text: str  # `code` spans in backticks
+
+
+@dataclass(frozen=True)
+class _Best:
+    run_id: str
+    label: str
+    valid_accuracy: float
+    test_accuracy: float
+
+
+@dataclass(frozen=True)
+class _Table:
+    frame: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class _Image:
+    name: str
+    link: str
+
+
+_Block = _Title | _Heading | _Text | _Best | _Table | _Image
+
+
+def _outline(comparison: Comparison, images: Mapping[str, str], title: str) -> Iterator[_Block]:
+    total, failed = len(comparison.table), len(comparison.failures)
+    yield _Title(title)
+    yield _Text(
+        f"{total} runs, {total - failed} finished, {failed} failed; sorted by "
+        f"`{comparison.sort_by}` (the monitored metric at the kept epoch)."
+    )
+    best = comparison.best
+    if best is not None:
+        yield _Best(
+            str(best["run_id"]),
+            comparison.label(best),
+            float(best[Metric.BEST_VAL_ACCURACY]),
+            float(best[Metric.TEST_ACCURACY]),
+        )
+    yield _Heading("Runs")
+    yield _Table(comparison.table)
+    if failed:
+        yield _Heading("Failed runs")
+        yield _Table(comparison.failures)
+    for name, link in images.items():
+        yield _Heading(name.replace("_", " ").capitalize())
+        yield _Image(name, link)
+
+
+def markdown(comparison: Comparison, images: Mapping[str, str], title: str) -> str:
+    """The report as Markdown; `images` maps figure names to their links (paths or data URIs)."""
+    lines: list[str] = []
+    for block in _outline(comparison, images, title):
+        match block:
+            case _Title(text):
+                lines += [f"# {text}"]
+            case _Heading(text):
+                lines += ["", f"## {text}"]
+            case _Text(text):
+                lines += ["", text]
+            case _Best(run_id, label, valid, test):
+                lines += [
+                    "",
+                    f"**Best**: run `{run_id}` ({label}): valid accuracy {valid:.4f}, "
+                    f"test accuracy {test:.4f}.",
+                ]
+            case _Table(frame):
+                lines += ["", frame.to_markdown(index=False, floatfmt=".4g")]
+            case _Image(name, link):
+                lines += ["", f"![{name}]({link})"]
+    return "\n".join(lines) + "\n"
+
+
+_STYLE = (
+    "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
+    "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}</style>"
+)
+
+
+def html(comparison: Comparison, images: Mapping[str, str], title: str) -> str:
+    """The same report as one self-contained HTML page (give images as data URIs)."""
+    parts = ["<!doctype html><meta charset='utf-8'>", f"<title>{escape(title)}</title>", _STYLE]
+    for block in _outline(comparison, images, title):
+        match block:
+            case _Title(text):
+                parts.append(f"<h1>{escape(text)}</h1>")
+            case _Heading(text):
+                parts.append(f"<h2>{escape(text)}</h2>")
+            case _Text(text):
+                pieces = escape(text).split("`")
+                parts.append(
+                    "<p>"
+                    + "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
+                    + "</p>"
+                )
+            case _Best(run_id, label, valid, test):
+                parts.append(
+                    f"<p><b>Best</b>: run <code>{escape(run_id)}</code> ({escape(label)}): "
+                    f"valid accuracy {valid:.4f}, test accuracy {test:.4f}.</p>"
+                )
+            case _Table(frame):
+                parts.append(frame.to_html(index=False, float_format="%.4g"))
+            case _Image(name, link):
+                parts.append(f"<img alt='{escape(name)}' src='{link}'>")
+    return "\n".join(parts)
+
+
+def data_uri(fig: Figure) -> str:
+    """A figure as a PNG data URI, for a report that must stand alone."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()

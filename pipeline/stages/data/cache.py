@@ -1,0 +1,94 @@
+"""A cache of decoded image pools, so a second run with the same data skips decoding.
+
+Entries are keyed by a digest of the source's content plus everything that changes how it
+is decoded, and written atomically, so concurrent sweep jobs can share one cache safely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from pipeline.config import project_home
+
+_VERSION = "1"  # bump when decoding changes what a cached pool holds
+
+
+@dataclass
+class Pool:
+    """Decoded images of one source before splitting, with what decoding skipped or changed."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    converted: list[str] = field(default_factory=list)
+
+
+def resolve_cache_dir(configured: str | None) -> Path:
+    """`data.cache_dir`, else $PIPELINE_CACHE_DIR, else <project home>/.cache/data."""
+    chosen = configured or os.environ.get("PIPELINE_CACHE_DIR")
+    return Path(chosen).expanduser() if chosen else project_home() / ".cache" / "data"
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def folder_digest(root: Path) -> str:
+    """SHA-256 over the relative path and bytes of every file under root, in sorted order."""
+    h = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(file.relative_to(root)).encode() + b"\0")
+        h.update(file.read_bytes())
+    return h.hexdigest()
+
+
+def cache_key(parts: Iterable[object]) -> str:
+    return hashlib.sha256(json.dumps([_VERSION, *map(str, parts)]).encode()).hexdigest()[:32]
+
+
+def cached_pool(directory: Path | None, entry: str, build: Callable[[], Pool]) -> tuple[Pool, bool]:
+    """(the pool, whether it came from the cache); `directory=None` disables caching."""
+    if directory is None:
+        return build(), False
+    arrays = directory / f"{entry}.npz"
+    meta = directory / f"{entry}.json"
+    if arrays.exists() and meta.exists():
+        with np.load(arrays) as stored:
+            info = json.loads(meta.read_text())
+            return Pool(
+                stored["images"],
+                stored["labels"],
+                [tuple(s) for s in info["skipped"]],
+                info["converted"],
+            ), True
+    pool = build()
+    directory.mkdir(parents=True, exist_ok=True)
+    _atomic_write(arrays, lambda f: np.savez(f, images=pool.images, labels=pool.labels))
+    info = {"skipped": pool.skipped, "converted": pool.converted}
+    _atomic_write(meta, lambda f: f.write(json.dumps(info).encode()))
+    return pool, False
+
+
+def _atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        Path(tmp).replace(target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,123 @@
+"""What the data stage hands on: raw uint8 images and labels in train/valid/test splits."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+CLASSES: tuple[str, ...] = tuple("ABCDEFGHIJ")
+IMAGE_SIZE = 28
+IMAGE_SHAPE: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE)
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+
+
+class DataError(ValueError):
+    """A data source is missing, ambiguous, unsafe or unreadable; the message names it."""
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """What loading did to the source, for the run's data card."""
+
+    decoded: int = 0
+    skipped: tuple[tuple[str, str], ...] = ()  # (file, reason) of unreadable images
+    converted: tuple[str, ...] = ()  # files converted to 28x28 greyscale (data.convert)
+    exact_duplicates_removed: int = 0
+    conflicting_duplicates_removed: int = 0
+    near_duplicates_removed: dict[str, int] = field(default_factory=dict)
+    source_digest: str | None = None
+    from_cache: bool = False
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images as stored (uint8, 0-255, shape (n, 28, 28)) and integer labels (n,).
+
+    Pixels stay raw: normalisation is part of the model, so what a user later feeds the
+    logged model is exactly what the data stage produced.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != np.uint8 or self.images.ndim != 3:
+            raise ValueError(
+                f"images must be uint8 (n, h, w), got {self.images.dtype} {self.images.shape}"
+            )
+        if self.labels.shape != (len(self.images),):
+            raise ValueError(
+                f"labels shape {self.labels.shape} does not match {len(self.images)} images"
+            )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def digest(self) -> str:
+        """SHA-256 over every pixel and label (with shapes and dtypes), not a sample of them."""
+        h = hashlib.sha256()
+        for array in (self.images, self.labels):
+            h.update(f"{array.dtype.str}{array.shape}".encode())
+            h.update(np.ascontiguousarray(array).data)
+        return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Three splits, where they came from, and what loading did (`report`)."""
+
+    train: Split
+    valid: Split
+    test: Split
+    source: str
+    format: str
+    classes: tuple[str, ...] = CLASSES
+    report: DataReport = field(default_factory=DataReport)
+
+    def splits(self) -> Iterator[tuple[str, Split]]:
+        return zip(SPLITS, (self.train, self.valid, self.test), strict=True)
+
+    def digests(self) -> dict[str, str]:
+        return {name: split.digest() for name, split in self.splits()}
+
+    def digest(self) -> str:
+        """One identity for the whole dataset: a hash of the per-split digests, in order."""
+        joined = ",".join(f"{name}:{d}" for name, d in self.digests().items())
+        return hashlib.sha256(joined.encode()).hexdigest()
+
+    def class_counts(self) -> pd.DataFrame:
+        """Images per class (rows A-J) and split (columns), with totals."""
+        counts = {
+            name: np.bincount(split.labels, minlength=len(self.classes))
+            for name, split in self.splits()
+        }
+        table = pd.DataFrame(counts, index=pd.Index(self.classes, name="class"))
+        table["total"] = table.sum(axis=1)
+        return table
+
+
+def stratified_split(labels: np.ndarray, sizes: Sequence[int], seed: int) -> tuple[np.ndarray, ...]:
+    """Index arrays for consecutive splits of the given sizes, each with the class mix of the whole.
+
+    Sizes must add up to at most len(labels); the remainder is dropped.
+    """
+    from sklearn.model_selection import train_test_split
+
+    total = sum(sizes)
+    if total > len(labels):
+        raise ValueError(f"split sizes {list(sizes)} need {total} images, only {len(labels)} exist")
+    rest = np.arange(len(labels))
+    out = []
+    for i, size in enumerate(sizes):
+        if size == len(rest):
+            take, rest = rest, rest[:0]
+        else:
+            take, rest = train_test_split(
+                rest, train_size=size, stratify=labels[rest], random_state=seed + i
+            )
+        out.append(np.sort(take))
+    return tuple(out)

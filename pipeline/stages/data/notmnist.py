@@ -1,0 +1,157 @@
+"""Real notMNIST as a data source: locate, (download,) read, decode, cache, sanitise, split."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.stages.data import sources
+from pipeline.stages.data.cache import (
+    Pool,
+    cache_key,
+    cached_pool,
+    file_digest,
+    folder_digest,
+    resolve_cache_dir,
+)
+from pipeline.stages.data.dataset import (
+    CLASSES,
+    IMAGE_SHAPE,
+    DataError,
+    DataReport,
+    Dataset,
+    Split,
+)
+from pipeline.stages.data.decode import decode_pngs
+from pipeline.stages.data.download import fetch
+from pipeline.stages.data.sanitise import sanitised_split
+
+log = logging.getLogger(__name__)
+
+
+def load_notmnist(
+    path: str | None,
+    format: str = "auto",
+    url: str | None = None,
+    expected_size: int | None = None,
+    sha256: str | None = None,
+    allow_pickle: bool = False,
+    convert: bool = False,
+    train_size: float = 0.8,
+    valid_size: float = 0.1,
+    test_size: float = 0.1,
+    seed: int = 0,
+    near_duplicate_rmsd: float | None = None,
+    cache_dir: str | None = None,
+    cache: bool = True,
+) -> Dataset:
+    """Splits of real notMNIST from `path` (or a download of `url`).
+
+    `format` is detected unless given (tar, folder, idx, pickle). Sizes are counts (>= 1) or
+    fractions of the distinct images. Decoded images are cached under `cache_dir` keyed by the
+    source's content, so the next run with the same data skips decoding.
+    """
+    folder = resolve_cache_dir(cache_dir)
+    if path is None:
+        if url is None:
+            raise DataError("data=notmnist needs data.path (a file or folder) or data.url")
+        source = fetch(url, folder / "downloads", expected_size, sha256)
+    else:
+        source = Path(path).expanduser()
+    fmt, source = locate(source, format)
+    digest = _source_digest(fmt, source)
+    entry = cache_key([fmt, digest, convert])
+    pool, hit = cached_pool(
+        folder if cache else None, entry, lambda: _read(fmt, source, convert, allow_pickle)
+    )
+    log.info(
+        "Data: %d images from %s (%s%s)", len(pool.labels), source, fmt, ", cached" if hit else ""
+    )
+    _check_letters(pool.labels, source)
+    parts = sanitised_split(
+        pool.images, pool.labels, (train_size, valid_size, test_size), seed, near_duplicate_rmsd
+    )
+    train, valid, test = (Split(pool.images[i], pool.labels[i]) for i in parts.indices)
+    return Dataset(
+        train,
+        valid,
+        test,
+        source=url if path is None and url else str(source.resolve()),
+        format=fmt,
+        report=DataReport(
+            decoded=len(pool.labels),
+            skipped=tuple(pool.skipped),
+            converted=tuple(pool.converted),
+            exact_duplicates_removed=parts.exact_duplicates_removed,
+            conflicting_duplicates_removed=parts.conflicting_duplicates_removed,
+            near_duplicates_removed=parts.near_duplicates_removed,
+            source_digest=digest,
+            from_cache=hit,
+        ),
+    )
+
+
+def locate(path: Path, format: str) -> tuple[str, Path]:
+    """(format, file or folder to read): detected, or the one source of a forced format."""
+    if format == "auto":
+        return sources.detect(path)
+    if not path.exists():
+        raise DataError(f"data.path={path} does not exist")
+    if format == "folder" or path.is_file():
+        return format, path
+    found = [p for fmt, p in sources.candidates(path) if fmt == format]
+    if len(found) != 1:
+        listed = ", ".join(map(str, found)) or "none"
+        raise DataError(f"data.format={format}: {path} holds {len(found)} such sources ({listed})")
+    return format, found[0]
+
+
+def _source_digest(fmt: str, source: Path) -> str:
+    if fmt == "folder":
+        return folder_digest(source)
+    if fmt == "idx":
+        images = file_digest(source)
+        return cache_key([images, file_digest(sources.labels_beside(source))])
+    return file_digest(source)
+
+
+def _read(fmt: str, source: Path, convert: bool, allow_pickle: bool) -> Pool:
+    if fmt == "idx":
+        images, labels = sources.read_idx(source)
+        return _checked_arrays(images, labels, source, convert)
+    if fmt == "pickle":
+        images, labels = sources.read_pickle(source, allow_pickle)
+        return _checked_arrays(images, labels, source, convert)
+    blobs = sources.read_tar(source) if fmt == "tar" else sources.read_folder(source)
+    blobs = blobs.sorted()
+    return decode_pngs(blobs.data, blobs.labels, blobs.names, convert)
+
+
+def _checked_arrays(images: np.ndarray, labels: np.ndarray, source: Path, convert: bool) -> Pool:
+    """IDX and pickle hold one array: a wrong image size is an error (or resized if allowed)."""
+    if images.shape[1:] == IMAGE_SHAPE:
+        return Pool(images, labels)
+    if not convert:
+        raise DataError(
+            f"{source}: images are {images.shape[1]}x{images.shape[2]}, not 28x28; "
+            "set data.convert=true to resize them"
+        )
+    from PIL import Image
+
+    resized = np.stack(
+        [
+            np.asarray(Image.fromarray(im).resize(IMAGE_SHAPE, Image.Resampling.LANCZOS))
+            for im in images
+        ]
+    )
+    note = f"all {len(images)} images {images.shape[1]}x{images.shape[2]} -> 28x28"
+    return Pool(resized, labels, converted=[note])
+
+
+def _check_letters(labels: np.ndarray, source: Path) -> None:
+    counts = np.bincount(labels, minlength=len(CLASSES))
+    missing = [letter for letter, count in zip(CLASSES, counts, strict=True) if count == 0]
+    if missing:
+        raise DataError(f"{source} has no readable image of {', '.join(missing)}")

@@ -1,0 +1,61 @@
+"""Model stage: a self-contained Keras network from raw 28x28 pixels to class probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+from pipeline.stages.data.dataset import IMAGE_SHAPE
+
+
+def build_model(
+    hidden_units: Sequence[int] = (1024,),
+    dropout_rate: float = 0.5,
+    l2_beta: float = 0.0,
+    num_classes: int = 10,
+    image_shape: tuple[int, int] = IMAGE_SHAPE,
+    name: str = "mlp",
+) -> keras.Model:
+    """Rescale -> Flatten -> [Dense(ReLU) -> Dropout]* -> Dense(softmax).
+
+    The input is raw uint8 pixels; the course's normalisation (p - 127.5) / 255 is the first
+    layer, so the saved model needs no preprocessing code. `l2_beta` is the lesson's beta in
+    L' = L + beta/2 * ||W||^2; Keras' L2(l) adds l * sum(W^2), hence L2(beta / 2) on each
+    kernel (biases are not penalised). With no hidden units this is multinomial logistic
+    regression with (N+1)*K = 7850 parameters.
+    """
+    regularizer = keras.regularizers.L2(l2_beta / 2) if l2_beta > 0 else None
+    inputs = keras.Input(shape=image_shape, dtype="uint8", name="pixels")
+    x = keras.layers.Rescaling(scale=1 / 255, offset=-0.5, name="normalise")(inputs)
+    x = keras.layers.Flatten(name="flatten")(x)
+    for i, units in enumerate(hidden_units, start=1):
+        x = keras.layers.Dense(
+            units, activation="relu", kernel_regularizer=regularizer, name=f"hidden_{i}"
+        )(x)
+        if dropout_rate > 0:
+            x = keras.layers.Dropout(dropout_rate, name=f"dropout_{i}")(x)
+    outputs = keras.layers.Dense(
+        num_classes, activation="softmax", kernel_regularizer=regularizer, name="classes"
+    )(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def dense_weights(model: keras.Model) -> int:
+    """Multiply-accumulate weights per example: the sum of all Dense kernel sizes."""
+    return sum(
+        int(layer.kernel.shape[0] * layer.kernel.shape[1])
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Dense)
+    )
+
+
+def flops_per_example(model: keras.Model) -> tuple[int, int]:
+    """(forward, training step) floating-point operations per example.
+
+    A forward pass costs a multiply and an add per weight (2W); backprop costs about twice
+    the forward pass (gradients for the activations and for the weights), so a training step
+    is about 6W.
+    """
+    w = dense_weights(model)
+    return 2 * w, 6 * w

@@ -1,0 +1,54 @@
+"""The one way training metrics reach MLflow, a Keras callback with one batched call per
+epoch; and a callback that makes sure Ctrl-C stops training."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import keras
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from pipeline.names import Metric as Name
+from pipeline.tracking.runs import raise_if_stop_requested
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Logs every epoch's `logs` (loss, accuracy, val_loss, val_accuracy), the learning rate
+    and the epoch's wall time with step = epoch (1-based, as Keras' progress display counts).
+
+    One `log_batch` per epoch, never per step: logging stays a rounding error next to training.
+    """
+
+    def __init__(self, run_id: str, client: MlflowClient | None = None) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.client = client or MlflowClient()
+        self.seconds = 0.0  # spent logging, so that a run can tell logging from training
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        begin = time.perf_counter()
+        seconds = begin - self._started
+        values = {k: float(v) for k, v in (logs or {}).items()}
+        values.setdefault(Name.LEARNING_RATE, float(self.model.optimizer.learning_rate))
+        values[Name.EPOCH_SECONDS] = seconds
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            self.run_id,
+            metrics=[Metric(k, v, now, epoch + 1) for k, v in values.items()],
+            synchronous=True,
+        )
+        self.seconds += time.perf_counter() - begin
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Ends training at the end of the epoch if a Ctrl-C or SIGTERM arrived but Python
+    swallowed its KeyboardInterrupt (see `runs.raise_if_stop_requested`)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        raise_if_stop_requested()

@@ -1,0 +1,111 @@
+"""What a run records besides its per-epoch metrics: config, data identity, outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+
+from pipeline.names import Artifact, Tag
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipeline.stages.data import Dataset
+    from pipeline.stages.evaluate import Evaluation
+    from pipeline.stages.train import TrainResult
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'early_stopping': {'patience': 3}}} -> {'train.early_stopping.patience': 3}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def log_config(config: Mapping[str, Any], overrides: Sequence[str] = ()) -> None:
+    """Every config value as a dotted param, plus the resolved YAML and the overrides."""
+    import yaml
+
+    mlflow.log_params({k: _param_value(v) for k, v in flatten(config).items()})
+    mlflow.log_text(yaml.safe_dump(dict(config), sort_keys=False), Artifact.CONFIG)
+    mlflow.log_text(yaml.safe_dump(list(overrides)), Artifact.OVERRIDES)
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def log_dataset(dataset: Dataset) -> dict[str, str]:
+    """Record the data's identity: a SHA-256 over every pixel and label of each split.
+
+    MLflow's own dataset digest hashes only the first 10,000 values; ours is the full
+    content (its first 32 hex digits fill MLflow's 36-character digest field). The data card
+    (counts, pixel statistics, skipped files, removed duplicates, sample images) goes to data/.
+    """
+    from mlflow.data.numpy_dataset import from_numpy
+
+    from pipeline.stages.data.card import data_card
+
+    digests = dataset.digests()
+    tags = {
+        Tag.DATA_DIGEST: dataset.digest(),
+        Tag.DATA_SOURCE: dataset.source[:5000],
+        Tag.DATA_FORMAT: dataset.format,
+        **{f"{Tag.DATA_DIGEST}.{name}": d for name, d in digests.items()},
+    }
+    if dataset.report.source_digest:
+        tags[Tag.DATA_SOURCE_DIGEST] = dataset.report.source_digest
+    mlflow.set_tags(tags)
+    for name, split in dataset.splits():
+        mlflow.log_input(
+            from_numpy(
+                split.images,
+                targets=split.labels,
+                name=f"{dataset.format}-{name}",
+                digest=digests[name][:32],
+            ),
+            context=name,
+        )
+    card = data_card(dataset)
+    folder = Artifact.DATA_DIR
+    mlflow.log_text(card.markdown(), f"{folder}/card.md")
+    mlflow.log_dict(card.summary, f"{folder}/summary.json")
+    log_table(card.class_counts, f"{folder}/class_counts.csv")
+    log_table(card.pixel_stats, f"{folder}/pixel_stats.csv")
+    log_table(card.skipped, f"{folder}/skipped_files.csv")
+    mlflow.log_figure(card.samples, f"{folder}/samples.png")
+    return tags
+
+
+def log_table(table: pd.DataFrame, artifact_file: str) -> None:
+    mlflow.log_text(table.to_csv(), artifact_file)
+
+
+def log_outcome(
+    metrics: Mapping[str, float], result: TrainResult, evaluation: Evaluation, dataset: Dataset
+) -> None:
+    """The run's final metrics, the history, the per-class report and the figures."""
+    from pipeline.reporting import figures
+
+    mlflow.log_metrics(dict(metrics))
+    mlflow.set_tag(Tag.STOPPED_EARLY, str(result.stopped_early).lower())
+    log_table(result.history, Artifact.HISTORY)
+    log_table(evaluation.per_class, Artifact.PER_CLASS)
+    made = {
+        "learning_curves": figures.learning_curves_figure(result.history, result.best_epoch),
+        "confusion_matrix": figures.confusion_matrix_figure(evaluation.confusion, dataset.classes),
+        "misclassified": figures.misclassified_figure(
+            dataset.test.images, dataset.test.labels, evaluation.predictions, dataset.classes
+        ),
+    }
+    for name, figure in made.items():
+        mlflow.log_figure(figure, f"{Artifact.FIGURES_DIR}/{name}.png")

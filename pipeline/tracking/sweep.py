@@ -1,0 +1,185 @@
+"""Sweeps in MLflow: every job of a `-m` sweep hangs under one parent run, which ends with a
+comparison of them all (`pipeline.reporting`).
+
+Registered as a Hydra callback in conf/config.yaml. The parent run is made before any job
+starts and its id written into the sweep folder, where every job finds it, whether it runs
+in this process (the basic launcher) or in another (`hydra/launcher=joblib`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import TrackingConfig
+from pipeline.names import Artifact, Metric, Tag
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.reporting.comparison import Comparison
+
+log = logging.getLogger(__name__)
+
+SWEEP_FILE = "mlflow_sweep.json"
+
+
+def job_context(overrides: list[str]) -> tuple[str | None, str | None]:
+    """Inside a sweep job: (the parent run's id, a run name made of the swept settings);
+    (None, None) outside a sweep."""
+    config = HydraConfig.get()
+    path = Path(config.sweep.dir) / SWEEP_FILE
+    if config.mode is None or config.mode.name != "MULTIRUN" or not path.exists():
+        return None, None
+    sweep = json.loads(path.read_text())
+    swept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in sweep["swept"]]
+    return sweep["parent_run_id"], " ".join(swept) or None
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """The keys a sweep varies: `a=1,2` on the command line and `hydra.sweeper.params`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    keys = [o.get_key_element() for o in parsed if o.is_sweep_override()]
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    return [*keys, *(k for k in params if k not in keys)]
+
+
+def tracking_settings(config: DictConfig) -> TrackingConfig:
+    """The composed config's `tracking` section, validated like the rest of the config."""
+    return TrackingConfig.model_validate(OmegaConf.to_container(config.tracking, resolve=True))
+
+
+class MlflowSweepCallback(Callback):
+    """Opens the sweep's parent run, and closes it with the comparison report."""
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+        self.uri: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from mlflow.tracking import MlflowClient
+
+        from pipeline.tracking.runs import git_tags, raise_interrupt
+        from pipeline.tracking.store import connect
+
+        settings = tracking_settings(config)
+        store = connect(settings.uri, settings.experiment, settings.artifact_location)
+        overrides = [str(o) for o in config.hydra.overrides.task]
+        name = settings.run_name or f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        client = MlflowClient(store.uri)
+        parent = client.create_run(
+            store.experiment_id,
+            run_name=name,
+            tags={
+                **git_tags(),
+                Tag.SWEEP: "true",
+                Tag.SWEEP_OVERRIDES: " ".join(overrides),
+                Tag.SWEEP_DIR: str(config.hydra.sweep.dir),
+            },
+        )
+        self.run_id, self.uri = parent.info.run_id, store.uri
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        context = {"parent_run_id": self.run_id, "swept": swept_keys(config)}
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps(context))
+        # Ctrl-C, SIGTERM or a crash of the sweep: the parent ends KILLED, not left RUNNING
+        atexit.register(self._end_if_running, "KILLED")
+        with contextlib.suppress(ValueError):  # only the main thread may set handlers
+            signal.signal(signal.SIGTERM, raise_interrupt)
+        log.info("Sweep parent run %s in experiment '%s'", self.run_id, store.experiment)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.run_id is None:
+            return
+        from mlflow.tracking import MlflowClient
+
+        from pipeline.reporting.comparison import compare, find_runs
+
+        client = MlflowClient(self.uri)
+        parent = client.get_run(self.run_id)
+        runs = find_runs([parent.info.experiment_id], self.run_id)
+        failed = 0
+        if not runs.empty:
+            comparison = compare(runs, client)
+            log_comparison(client, self.run_id, comparison, str(parent.info.run_name))
+            failed = len(comparison.failures)
+            best = comparison.best
+            if best is not None:
+                log.info(
+                    "Best of %d runs: %s (%s), valid accuracy %.4f, test accuracy %.4f",
+                    len(comparison.table),
+                    best["run_id"],
+                    comparison.label(best),
+                    best[Metric.BEST_VAL_ACCURACY],
+                    best[Metric.TEST_ACCURACY],
+                )
+        self._end_if_running("FAILED" if failed or runs.empty else "FINISHED")
+        log.info("Comparison logged to the sweep's parent run %s", self.run_id)
+        if failed or runs.empty:
+            log.error("%d of the sweep's runs failed: see the parent run's report", failed)
+            raise SystemExit(1)
+
+    def _end_if_running(self, status: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.uri)
+        if self.run_id and client.get_run(self.run_id).info.status == "RUNNING":
+            client.set_terminated(self.run_id, status)
+
+
+def log_comparison(
+    client: MlflowClient, parent_run_id: str, comparison: Comparison, title: str
+) -> None:
+    """Attach the comparison to the sweep's parent run: artifacts, best-run tags and metrics."""
+    import pandas as pd
+    from mlflow.entities import Metric as MetricPoint
+    from mlflow.entities import RunTag
+
+    from pipeline.reporting.figures import comparison_figures
+    from pipeline.reporting.render import markdown
+
+    folder = Artifact.COMPARISON_DIR
+    client.log_text(parent_run_id, comparison.table.to_csv(index=False), f"{folder}/comparison.csv")
+    images = {}
+    for name, fig in comparison_figures(comparison).items():
+        client.log_figure(parent_run_id, fig, f"{folder}/{name}.png")
+        images[name] = f"{name}.png"
+    client.log_text(parent_run_id, markdown(comparison, images, title), f"{folder}/report.md")
+    tags = {
+        Tag.SWEEP_RUNS: str(len(comparison.table)),
+        Tag.SWEEP_FAILED: str(len(comparison.failures)),
+    }
+    metrics = {}
+    best = comparison.best
+    if best is not None:
+        best_tags = {"run_id": best["run_id"], "run_name": str(best["run_name"])}
+        best_tags |= {setting: str(best[setting]) for setting in comparison.varied}
+        tags |= {f"{Tag.BEST_PREFIX}{k}": v for k, v in best_tags.items()}
+        metrics = {
+            m: float(best[m])
+            for m in (
+                Metric.BEST_VAL_ACCURACY,
+                Metric.BEST_VAL_LOSS,
+                Metric.TEST_ACCURACY,
+                Metric.TEST_LOSS,
+            )
+            if pd.notna(best[m])
+        }
+    now = int(time.time() * 1000)
+    client.log_batch(
+        parent_run_id,
+        metrics=[MetricPoint(k, v, now, 0) for k, v in metrics.items()],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )

@@ -1,0 +1,65 @@
+"""Writers of small notMNIST-shaped sources for tests: PNG folders, archives, IDX files."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipeline.stages.data import CLASSES
+from pipeline.stages.data.synthetic import render_letters
+
+
+def png(pixels: np.ndarray, mode: str = "L") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def letters(n_per_letter: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = render_letters(10 * n_per_letter, seed=seed, fonts=("DejaVuSans.ttf",))
+    order = np.argsort(labels, kind="stable")
+    return images[order], labels[order]
+
+
+def write_folder(root: Path, images: np.ndarray, labels: np.ndarray) -> Path:
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        folder = root / CLASSES[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i:05d}.png").write_bytes(png(image))
+    return root
+
+
+def write_tar(path: Path, files: dict[str, bytes], extra: list[tarfile.TarInfo] = ()) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        for member in extra:
+            archive.addfile(member)
+    return path
+
+
+def tar_files(images: np.ndarray, labels: np.ndarray, top: str = "notMNIST_tiny") -> dict:
+    return {
+        f"{top}/{CLASSES[label]}/{i:05d}.png": png(image)
+        for i, (image, label) in enumerate(zip(images, labels, strict=True))
+    }
+
+
+def write_idx(folder: Path, images: np.ndarray, labels: np.ndarray, prefix: str = "x") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    n, rows, cols = images.shape
+    head = (2051).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (n, rows, cols))
+    images_path = folder / f"{prefix}-images-idx3-ubyte.gz"
+    images_path.write_bytes(gzip.compress(head + images.tobytes()))
+    label_head = (2049).to_bytes(4, "big") + n.to_bytes(4, "big")
+    (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(label_head + labels.astype(np.uint8).tobytes())
+    )
+    return images_path

@@ -1,0 +1,148 @@
+"""Sweeps: jobs nest under one parent run that ends with the comparison report."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from subprocess import CompletedProcess
+
+import pandas as pd
+import pytest
+from conftest import ENDLESS, TINY, cli, running, wait_for_epoch
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+SHORT = (*TINY, "train.epochs=2")
+
+
+def _sweep(tmp_path: Path, *overrides: str) -> CompletedProcess[str]:
+    return cli("-m", *SHORT, *overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+
+
+def _runs(store_uri: str, experiment: str) -> tuple[MlflowClient, object, list]:
+    client = MlflowClient(store_uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    [parent] = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return client, parent, children
+
+
+def _table(client: MlflowClient, parent) -> pd.DataFrame:
+    return pd.read_csv(client.download_artifacts(parent.info.run_id, "comparison/comparison.csv"))
+
+
+def test_grid_sweep_nests_runs_and_compares_them(store_uri: str, tmp_path: Path) -> None:
+    result = _sweep(
+        tmp_path, "model.l2_beta=0,1e-3", "model.dropout_rate=0,0.5", "tracking.experiment=grid"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parent, children = _runs(store_uri, "grid")
+    assert len(children) == 4
+    assert parent.info.status == "FINISHED"
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert {c.info.run_name for c in children} == {
+        f"model.l2_beta={b} model.dropout_rate={d}" for b in ("0", "0.001") for d in ("0", "0.5")
+    }
+    # identical param and metric names across runs: MLflow's compare view works as is
+    assert len({frozenset(c.data.params) for c in children}) == 1
+    assert len({frozenset(c.data.metrics) for c in children}) == 1
+    table = _table(client, parent)
+    assert len(table) == 4
+    assert {"model.l2_beta", "model.dropout_rate", "best_val_loss", "test_accuracy"} <= set(table)
+    assert table["best_val_loss"].is_monotonic_increasing  # sorted by the monitored metric
+    listed = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
+    assert listed == {
+        "comparison/comparison.csv",
+        "comparison/heatmap.png",
+        "comparison/learning_curves.png",
+        "comparison/report.md",
+    }
+    assert parent.data.tags["best.run_id"] == table["run_id"][0]
+    assert parent.data.tags["sweep.runs"] == "4"
+    assert "best.model.l2_beta" in parent.data.tags
+
+
+def test_sweep_with_failing_jobs_still_reports(store_uri: str, tmp_path: Path) -> None:
+    result = _sweep(
+        tmp_path,
+        "data.fonts=[DejaVuSans.ttf],[NoSuchFont.ttf]",
+        "model.dropout_rate=0,1.5",
+        "tracking.experiment=partly",
+    )
+    assert result.returncode == 1  # a scheduler sees that something failed
+    assert "3 of the sweep's runs failed" in result.stdout + result.stderr
+    client, parent, children = _runs(store_uri, "partly")
+    assert parent.info.status == "FAILED"
+    assert sorted(c.info.status for c in children) == ["FAILED", "FAILED", "FAILED", "FINISHED"]
+    table = _table(client, parent)
+    assert len(table) == 4
+    report = Path(client.download_artifacts(parent.info.run_id, "comparison/report.md")).read_text()
+    assert "## Failed runs" in report
+    assert "NoSuchFont.ttf" in report
+    assert "config error: model.dropout_rate=1.5" in report
+    assert parent.data.tags["best.run_name"] == "data.fonts=[DejaVuSans.ttf] model.dropout_rate=0"
+
+
+def test_parallel_jobs_nest_under_the_same_parent(store_uri: str, tmp_path: Path) -> None:
+    result = _sweep(
+        tmp_path, "hydra/launcher=parallel", "model.dropout_rate=0,0.5", "tracking.experiment=par"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parent, children = _runs(store_uri, "par")
+    assert len(children) == 2
+    assert parent.info.status == "FINISHED"
+    assert len(_table(client, parent)) == 2
+
+
+def test_report_command_rebuilds_the_comparison(store_uri: str, tmp_path: Path) -> None:
+    from pipeline.cli import report
+
+    assert _sweep(tmp_path, "model.dropout_rate=0,0.5", "tracking.experiment=rep").returncode == 0
+    _, parent, _ = _runs(store_uri, "rep")
+    done = cli(
+        "--run-id", parent.info.run_id, "--out", str(tmp_path / "r.html"), module="pipeline.report"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    page = (tmp_path / "r.html").read_text()
+    assert "<table" in page
+    assert page.count("data:image/png;base64,") == 2  # self-contained: the figures inline
+    assert report.main(["--experiment", "rep", "--out", str(tmp_path / "e.md")]) == 0
+    text = (tmp_path / "e.md").read_text()
+    assert "| run_id" in text
+    assert "2 runs" in text  # the sweep's parent itself is not compared
+    assert report.main(["--run-id", "nope"]) == 2
+    assert report.main(["--experiment", "nope"]) == 2
+
+
+def test_ctrl_c_in_a_sweep_marks_parent_and_job_killed(store_uri: str, tmp_path: Path) -> None:
+    with running(
+        "-m",
+        *ENDLESS,
+        "model.dropout_rate=0,0.5",
+        "tracking.experiment=stopped",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ) as proc:
+        job = wait_for_epoch(store_uri, proc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) != 0
+    client, parent, children = _runs(store_uri, "stopped")
+    assert [c.info.run_id for c in children] == [job]  # the second job never started
+    assert client.get_run(job).info.status == "KILLED"
+    assert parent.info.status == "KILLED"
+
+
+def test_sweep_stopped_between_jobs_marks_parent_killed(store_uri: str, tmp_path: Path) -> None:
+    """SIGTERM before the first job has opened its run (it is importing TensorFlow)."""
+    sweep_file = tmp_path / "sweep" / "mlflow_sweep.json"
+    sweep = ("-m", *TINY, "model.dropout_rate=0,0.5", f"hydra.sweep.dir={sweep_file.parent}")
+    with running(*sweep) as proc:
+        deadline = time.monotonic() + 120
+        while not sweep_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) != 0
+    _, parent, children = _runs(store_uri, "notmnist")
+    assert parent.info.status == "KILLED"
+    assert {c.info.status for c in children} <= {"KILLED"}

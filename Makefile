@@ -19,7 +19,7 @@ setup: $(STAMP)  ## make .venv with the pinned dependencies and the package (edi
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev,jax]'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev,jax,postgres]'
 	touch $@
 
 run: setup  ## train, evaluate and log one run with the default config (ARGS="..." overrides)

@@ -124,3 +124,48 @@ def store_uri(tmp_path: Path) -> str:
 def tiny() -> Callable[..., AppConfig]:
     """`tiny("model=logreg")`: the default config shrunk to seconds, plus overrides."""
     return lambda *overrides: settings(*TINY, *overrides)
+
+
+PG = "postgresql://postgres@127.0.0.1:5432"
+
+
+def postgres_up() -> bool:
+    """True when the local PostgreSQL answers; starts it first if it is down (as this
+    machine's services are started)."""
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    for attempt in range(2):
+        try:
+            psycopg.connect(f"{PG}/postgres", connect_timeout=3).close()
+            return True
+        except psycopg.OperationalError:
+            if attempt == 0:
+                subprocess.run(
+                    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+                    shell=True,
+                    capture_output=True,
+                    timeout=60,
+                )
+                time.sleep(2)
+    return False
+
+
+@pytest.fixture
+def postgres_db() -> Iterator[str]:
+    """A throw-away PostgreSQL database (its URI), dropped after the test."""
+    if not postgres_up():
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    import uuid
+
+    import psycopg
+
+    name = f"notmnist_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -22,6 +22,8 @@ Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
 Positive = Annotated[float, Field(gt=0.0)]
 PositiveInt = Annotated[int, Field(ge=1)]
+# NumPy, scikit-learn and Keras take seeds in [0, 2**32): outside it they fail mid-run.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
 
 
 class ConfigError(ValueError):
@@ -29,7 +31,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan pass `ge`/`gt` checks and then crash Keras or train to NaN: refused
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SyntheticDataConfig(_Section):
@@ -39,7 +42,7 @@ class SyntheticDataConfig(_Section):
     train_size: PositiveInt
     valid_size: PositiveInt
     test_size: PositiveInt
-    seed: int
+    seed: Seed
     fonts: Annotated[tuple[str, ...], Field(min_length=1)]
     max_rotation_deg: Annotated[float, Field(ge=0.0, le=45.0)]
     max_shear: Annotated[float, Field(ge=0.0, le=1.0)]
@@ -73,7 +76,7 @@ class NotMnistDataConfig(_Section):
     train_size: SplitSize
     valid_size: SplitSize
     test_size: SplitSize
-    seed: int
+    seed: Seed
     near_duplicate_rmsd: NonNegative | None
     cache: bool
     cache_dir: str | None
@@ -121,7 +124,7 @@ class EarlyStoppingConfig(_Section):
 class TrainConfig(_Section):
     epochs: PositiveInt
     batch_size: PositiveInt
-    seed: int
+    seed: Seed
     optimizer: Literal["sgd", "momentum", "adam"]
     learning_rate: Positive
     momentum: Fraction
@@ -157,10 +160,16 @@ def validate(raw: Mapping[str, Any]) -> AppConfig:
 
 def check_override_keys(args: Sequence[str]) -> None:
     """Reject `section.key=value` overrides whose key is not in the schema, naming the keys
-    that are (Hydra refuses them too, but without saying what is allowed)."""
+    that are (Hydra refuses them too, but without saying what is allowed). A top-level
+    `key=value` must be a config group (`model=logreg`) or a section of the schema."""
+    groups = {p.name for p in (PROJECT_ROOT / "conf").iterdir() if p.is_dir()}
     for arg in args:
         key = arg.split("=", 1)[0]
-        if "=" not in arg or "." not in key or key.startswith(("-", "+", "~", "hydra.")):
+        if "=" not in arg or key.startswith(("-", "+", "~", "hydra.")) or "/" in key:
+            continue
+        if "." not in key:
+            if key not in groups and key not in AppConfig.model_fields:
+                raise ConfigError(_unknown_key(key, AppConfig.model_fields))
             continue
         cls: Any = AppConfig
         path: list[str] = []

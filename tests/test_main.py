@@ -29,6 +29,13 @@ def _runs(store_uri: str) -> list:
         ("train.optimizer=adagrad", "Input should be 'sgd', 'momentum' or 'adam'"),
         ("model.dropout=0.5", "unknown key 'model.dropout': model has dropout_rate"),
         ("+train.epoch=3", "unknown key 'train.epoch': train has batch_size"),
+        ("foo=1", "unknown key 'foo': the config has data, model, tracking, train"),
+        ("train.seed=-1", "train.seed=-1: Input should be greater than or equal to 0"),
+        ("train.seed=4294967296", "train.seed=4294967296: Input should be less than 4294967296"),
+        ("data.seed=-1", "data.seed=-1: Input should be greater than or equal to 0"),
+        ("model.l2_beta=inf", "model.l2_beta=inf: Input should be a finite number"),
+        ("train.learning_rate=inf", "train.learning_rate=inf: Input should be a finite number"),
+        ("train.learning_rate=nan", "train.learning_rate=nan: Input should be a finite number"),
     ],
 )
 def test_bad_config_fails_in_one_line_before_any_run(

@@ -80,6 +80,8 @@ class NotMnistDataConfig(_Section):
     near_duplicate_rmsd: NonNegative | None
     cache: bool
     cache_dir: str | None
+    max_member_bytes: PositiveInt
+    max_total_bytes: PositiveInt
 
     @model_validator(mode="after")
     def _has_source_and_room(self) -> NotMnistDataConfig:

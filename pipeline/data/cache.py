@@ -41,18 +41,31 @@ def resolve_cache_dir(configured: str | None) -> Path:
 def file_digest(path: Path) -> str:
     """SHA-256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
+    _hash_file(h, path)
     return h.hexdigest()
 
 
+def _hash_file(h: hashlib._Hash, path: Path) -> None:
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+
+
 def folder_digest(root: Path) -> str:
-    """SHA-256 over the relative path and bytes of every file under root, in sorted order."""
+    """SHA-256 over the relative path and bytes of every file under root, in sorted order.
+
+    A link that leads out of root counts by where it leads, unread: reading the folder
+    refuses it (`sources.read_folder`), and nothing outside the source is read before that.
+    """
     h = hashlib.sha256()
+    inside = root.resolve()
     for file in sorted(p for p in root.rglob("*") if p.is_file()):
         h.update(str(file.relative_to(root)).encode() + b"\0")
-        h.update(file.read_bytes())
+        target = file.resolve() if file.is_symlink() else None
+        if target is not None and not target.is_relative_to(inside):
+            h.update(b"link to " + str(target).encode())
+        else:
+            _hash_file(h, file)
     return h.hexdigest()
 
 

@@ -61,6 +61,12 @@ def test_unreadable_files_are_skipped_and_named(folder: Path, tmp_path: Path) ->
     assert sum(len(s) for _, s in data.splits()) == 60
 
 
+def test_link_out_of_the_folder_is_a_data_error(folder: Path, tmp_path: Path) -> None:
+    (folder / "J" / "passwd.png").symlink_to("/etc/passwd")
+    with pytest.raises(DataError, match=r"'J/passwd\.png' is a link to '/etc/passwd'"):
+        _load(folder, tmp_path)
+
+
 def test_wrong_size_or_mode_is_an_error_or_converted(folder: Path, tmp_path: Path) -> None:
     big = np.zeros((32, 32), np.uint8)
     big[8:24, 8:24] = 255

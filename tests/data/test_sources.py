@@ -24,6 +24,7 @@ from make_sources import (
 )
 
 from pipeline.data import DataError
+from pipeline.data.cache import folder_digest
 from pipeline.data.sources import (
     detect,
     labels_beside,
@@ -94,6 +95,36 @@ def test_folder_reads_letters_in_order(tmp_path: Path, sample) -> None:
     assert blobs.names[0] == "A/00000.png"
     (tmp_path / "unpacked" / "notes.txt").write_text("ignored: not in a letter folder")
     assert len(read_folder(tmp_path / "unpacked").data) == len(images)
+
+
+def test_folder_links_that_leave_it_are_refused(tmp_path: Path, sample) -> None:
+    """The archive rule for folders: /etc/passwd behind a link in a letter folder is refused,
+    and so is a letter folder that is a link to another place; links within the folder are
+    read."""
+    root = write_folder(tmp_path / "f", *sample)
+    (root / "A" / "again.png").symlink_to(root / "B" / "00004.png")
+    assert len(read_folder(root).data) == 41
+    (root / "A" / "passwd.png").symlink_to("/etc/passwd")
+    with pytest.raises(
+        DataError,
+        match=r"'A/passwd\.png' is a link to '/etc/passwd', outside the folder; links that leave",
+    ):
+        read_folder(root)
+    (root / "A" / "passwd.png").unlink()
+    (root / "C").rename(tmp_path / "elsewhere")
+    (root / "C").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(DataError, match=rf"'C' is a link to '{tmp_path}/elsewhere', outside"):
+        read_folder(root)
+
+
+def test_folder_digest_never_reads_outside_the_folder(tmp_path: Path, sample) -> None:
+    root = write_folder(tmp_path / "f", *sample)
+    outside = tmp_path / "secret.txt"
+    outside.write_text("one")
+    (root / "A" / "x.png").symlink_to(outside)
+    before = folder_digest(root)
+    outside.write_text("two")
+    assert folder_digest(root) == before
 
 
 def test_tar_and_its_folder_agree(tmp_path: Path, sample) -> None:
@@ -194,6 +225,7 @@ _GIB = 1 << 30
 _LOAD_AND_REPORT_PEAK = """
 import sys
 from pipeline.data import DataError
+from pipeline.data.cache import folder_digest
 from pipeline.data.notmnist import load_notmnist
 for path in sys.argv[1:]:
     try:

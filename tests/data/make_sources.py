@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import struct
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +78,19 @@ def write_gzip_of_zeros(path: Path, head: bytes, mib_of_zeros: int, tail: bytes 
             out.write(zeros)
         out.write(gzip.compress(tail))
     return path
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A well-formed 8-bit greyscale PNG whose header declares width x height, with one row
+    of pixel data: a few dozen bytes that a decoder would turn into width x height bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(bytes(width + 1))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )

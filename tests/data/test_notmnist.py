@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SHARED_SAMPLE
-from make_sources import letters, png, write_folder, write_idx
+from make_sources import letters, png, png_declaring, write_folder, write_idx
 
 from pipeline.data import DataError
 from pipeline.data.decode import decode_pngs
@@ -65,6 +65,21 @@ def test_link_out_of_the_folder_is_a_data_error(folder: Path, tmp_path: Path) ->
     (folder / "J" / "passwd.png").symlink_to("/etc/passwd")
     with pytest.raises(DataError, match=r"'J/passwd\.png' is a link to '/etc/passwd'"):
         _load(folder, tmp_path)
+
+
+def test_png_bombs_are_skipped_and_named(folder: Path, tmp_path: Path) -> None:
+    """PNGs declaring 100000x100000 (past Pillow's error limit) and 10000x10000 (past its
+    warning limit, which it would decode) are unreadable images, listed like the others."""
+    (folder / "E" / "bomb.png").write_bytes(png_declaring(100_000, 100_000))
+    (folder / "F" / "big.png").write_bytes(png_declaring(10_000, 10_000))
+    data = _load(folder, tmp_path, convert=True)
+    skipped = dict(data.report.skipped)
+    assert set(skipped) == {"E/bomb.png", "F/big.png"}
+    assert skipped["E/bomb.png"].startswith(
+        "decompression bomb (Image size (10000000000 pixels) exceeds limit of"
+    )
+    assert skipped["F/big.png"].startswith("decompression bomb (Image size (100000000 pixels)")
+    assert data.report.decoded == 60
 
 
 def test_wrong_size_or_mode_is_an_error_or_converted(folder: Path, tmp_path: Path) -> None:

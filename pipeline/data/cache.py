@@ -2,14 +2,18 @@
 
 Entries are keyed by a digest of the source's content plus everything that changes how it
 is decoded, and written atomically, so concurrent sweep jobs can share one cache safely.
+An entry that does not read back whole (the zip's CRC-32s, the arrays' types and shapes) is
+rebuilt; a cache folder that cannot be written is warned about, and runs go on without it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CACHE = PROJECT_ROOT / ".cache" / "data"
 _VERSION = "1"  # bump when decoding changes what a cached pool holds
@@ -80,20 +86,40 @@ def cached_pool(directory: Path | None, entry: str, build: Callable[[], Pool]) -
     arrays = directory / f"{entry}.npz"
     meta = directory / f"{entry}.json"
     if arrays.exists() and meta.exists():
-        with np.load(arrays) as stored:
-            info = json.loads(meta.read_text())
-            return Pool(
-                stored["images"],
-                stored["labels"],
-                [tuple(s) for s in info["skipped"]],
-                info["converted"],
-            ), True
+        try:
+            return _read_entry(arrays, meta), True
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+            log.warning("Cache entry %s is damaged (%s); rebuilding it", arrays, exc)
     pool = build()
-    directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write(arrays, lambda f: np.savez(f, images=pool.images, labels=pool.labels))
-    info = {"skipped": pool.skipped, "converted": pool.converted}
-    _atomic_write(meta, lambda f: f.write(json.dumps(info).encode()))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(arrays, lambda f: np.savez(f, images=pool.images, labels=pool.labels))
+        info = {"skipped": pool.skipped, "converted": pool.converted, "n": len(pool.labels)}
+        _atomic_write(meta, lambda f: f.write(json.dumps(info).encode()))
+    except OSError as exc:
+        log.warning(
+            "Cannot write the data cache in %s (%s); going on without it (data.cache_dir)",
+            directory,
+            exc,
+        )
     return pool, False
+
+
+def _read_entry(arrays: Path, meta: Path) -> Pool:
+    """A cache entry, read whole (which checks the zip's CRC-32s) and checked for shape."""
+    with np.load(arrays) as stored:
+        images, labels = stored["images"], stored["labels"]
+    info = json.loads(meta.read_text())
+    n = info.get("n", len(labels))  # entries written before "n" was recorded have none
+    if (
+        images.dtype != np.uint8
+        or images.ndim != 3
+        or labels.dtype != np.uint8
+        or labels.shape != (len(images),)
+        or len(images) != n
+    ):
+        raise ValueError(f"holds {images.dtype} {images.shape} images, {labels.shape} labels")
+    return Pool(images, labels, [tuple(s) for s in info["skipped"]], info["converted"])
 
 
 def _atomic_write(target: Path, write: Callable) -> None:

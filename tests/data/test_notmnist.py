@@ -151,6 +151,43 @@ def test_second_load_comes_from_the_cache(folder: Path, tmp_path: Path) -> None:
     assert not _load(folder, tmp_path).report.from_cache  # content changed: new entry
 
 
+@pytest.mark.parametrize("damage", ["truncated", "flipped byte", "bad json", "wrong count"])
+def test_damaged_cache_entry_is_rebuilt(
+    damage: str, folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = _load(folder, tmp_path)
+    [arrays] = (tmp_path / "cache").glob("*.npz")
+    meta = arrays.with_suffix(".json")
+    raw = bytearray(arrays.read_bytes())
+    if damage == "truncated":
+        arrays.write_bytes(raw[: len(raw) // 2])
+    elif damage == "flipped byte":  # in the middle of the pixels: only the zip's CRC-32 tells
+        raw[len(raw) // 2] ^= 0x10
+        arrays.write_bytes(raw)
+    elif damage == "bad json":
+        meta.write_text('{"skipped": [')
+    else:
+        meta.write_text(meta.read_text().replace('"n": 60', '"n": 59'))
+    again = _load(folder, tmp_path)
+    assert not again.report.from_cache
+    assert again.digest() == first.digest()
+    assert f"Cache entry {arrays} is damaged" in caplog.text
+    assert _load(folder, tmp_path).report.from_cache  # rebuilt in place
+
+
+def test_unwritable_cache_dir_warns_and_goes_on(
+    folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cache_dir under a regular file cannot be made, even by root (whom chmod won't stop)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for _ in range(2):
+        data = _load(folder, tmp_path, cache_dir=str(blocker / "cache"))
+        assert not data.report.from_cache
+        assert data.report.decoded == 60
+    assert caplog.text.count(f"Cannot write the data cache in {blocker / 'cache'}") == 2
+
+
 def test_split_sizes_beyond_the_data(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="need 1000 images but only 60"):
         _load(folder, tmp_path, train_size=900, valid_size=50, test_size=50)

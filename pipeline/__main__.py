@@ -38,12 +38,15 @@ def main(cfg: DictConfig) -> dict[str, float] | None:
         return _failed(f"config error: {exc}", 2, parent, cfg, overrides, run_name)
 
     _import_tensorflow_without_jax()  # only once the config is known good
+    from pipeline.callbacks import DivergedError
     from pipeline.run import run
 
     try:
         return run(settings, overrides, parent, threads=_threads_per_job())
     except DataError as exc:  # bad input: the run is already marked FAILED; no traceback
         return _failed(f"data error: {exc}", 1, parent)
+    except DivergedError as exc:  # NaN loss: likewise, one line saying what to try
+        return _failed(f"training error: {exc}", 1, parent)
     except Exception:
         if parent is None:
             raise

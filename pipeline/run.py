@@ -12,7 +12,7 @@ import mlflow
 
 import pipeline
 from pipeline import tracking
-from pipeline.callbacks import MlflowEpochLogger, StopOnSignal
+from pipeline.callbacks import MlflowEpochLogger, StopOnDivergence, StopOnSignal
 from pipeline.config import AppConfig, DataConfig
 from pipeline.data import Dataset, load_synthetic
 from pipeline.data.notmnist import load_notmnist
@@ -116,7 +116,11 @@ def run(
                 early_stopping_monitor=es.monitor if es.enabled else None,
                 patience=es.patience,
                 min_delta=es.min_delta,
-                callbacks=[epoch_logger, StopOnSignal()],
+                callbacks=[
+                    epoch_logger,  # first: the diverged epoch is logged, then the run stops
+                    StopOnDivergence(cfg.train.learning_rate),
+                    StopOnSignal(),
+                ],
                 verbose=cfg.train.verbose,
             )
         phases.seconds["train"] -= epoch_logger.seconds

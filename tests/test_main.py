@@ -103,6 +103,22 @@ def test_bad_data_fails_in_one_line_and_marks_the_run(store_uri: str, tmp_path: 
 
 
 @pytest.mark.slow
+def test_nan_loss_fails_the_run_in_one_line(store_uri: str, tmp_path: Path) -> None:
+    result = cli(*TINY, "train.learning_rate=1e30", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    line = (
+        "training error: loss became nan at epoch 1: try a smaller train.learning_rate "
+        "(now 1e+30), or check the data for extreme values"
+    )
+    assert result.stderr.strip().splitlines()[-1] == line
+    [found] = _runs(store_uri)
+    assert found.info.status == "FAILED"
+    assert found.data.tags["error"] == f"DivergedError: {line.removeprefix('training error: ')}"
+    assert len(MlflowClient(store_uri).get_metric_history(found.info.run_id, "loss")) == 1
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_run_is_marked_killed(
     sig: signal.Signals, store_uri: str, tmp_path: Path

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_SAMPLE
-from make_sources import letters, png, png_declaring, write_folder, write_idx
+from conftest import SHARED_SAMPLE, cli
+from make_sources import (
+    letters,
+    png,
+    png_declaring,
+    write_folder,
+    write_gzip_of_zeros,
+    write_idx,
+)
 
 from pipeline.data import DataError
 from pipeline.data.decode import decode_pngs
@@ -231,3 +239,28 @@ def test_real_sample_folder_holding_both_forms_is_ambiguous(tmp_path: Path) -> N
         _load(SHARED_SAMPLE, tmp_path)
     data = _load(SHARED_SAMPLE, tmp_path, format="idx")
     assert data.format == "idx"
+
+
+@pytest.mark.slow
+def test_cli_refuses_an_archive_bomb_in_one_line(tmp_path: Path) -> None:
+    """The caps are config keys: data.max_member_bytes reaches the reader; the run is FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    member = tarfile.TarInfo("top/A/bomb.png")
+    member.size = 1 << 30
+    bomb = write_gzip_of_zeros(tmp_path / "bomb.tar.gz", member.tobuf(), 1024, bytes(1024))
+    result = cli(
+        "data=notmnist",
+        f"data.path={bomb}",
+        "data.max_member_bytes=1000000",
+        f"hydra.run.dir={tmp_path / 'out'}",
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"data error: {bomb}: member 'top/A/bomb.png' is 1,073,741,824 bytes, over the limit "
+        "of 1,000,000 bytes (data.max_member_bytes)"
+    )
+    client = MlflowClient()
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FAILED"

@@ -180,12 +180,9 @@ def _idx_array(path: Path, magic: int, ndim: int, max_bytes: int) -> np.ndarray:
 
 def _open_maybe_gzip(path: Path) -> BinaryIO:
     """The file, or its gunzipped content, to read in chunks."""
-    handle = path.open("rb")
-    if handle.read(2) == b"\x1f\x8b":
-        handle.seek(0)
-        return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
-    handle.seek(0)
-    return handle
+    with path.open("rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gzipped else path.open("rb")  # type: ignore[return-value]
 
 
 def _read(path: Path, handle: BinaryIO, size: int) -> bytes:
@@ -280,7 +277,8 @@ def read_folder(
             if link:
                 _check_link(root, inside, Path(file), shown)
             with open(file, "rb") as handle:  # noqa: PTH123
-                blob = handle.read(max_member_bytes + 1)
+                size = os.fstat(handle.fileno()).st_size  # read(cap) would allocate cap bytes
+                blob = handle.read(min(size, max_member_bytes) + 1)
             if len(blob) > max_member_bytes:
                 raise DataError(_too_big(root, "file", shown, max_member_bytes))
             total += len(blob)
@@ -316,10 +314,11 @@ def read_tar(
 ) -> Blobs:
     """Every regular file in a `<top>/<letter>/<file>` or `<letter>/<file>` member of the archive.
 
-    The archive is streamed: decompressed in chunks and read one member at a time, each no
-    further than `max_member_bytes` (whatever its header says) and all together no further
-    than `max_total_bytes`. Every member is checked first: a link, a device or a path that
-    would leave the folder it unpacks into is refused, as `tar -x` of it would be unsafe.
+    The archive is streamed: decompressed in chunks and read one member at a time. A member
+    whose header declares more than `max_member_bytes` is refused unread, no more of one is
+    read than its header declares, and all together no further than `max_total_bytes`.
+    Every member is checked first: a link, a device or a path that would leave the folder it
+    unpacks into is refused, as `tar -x` of it would be unsafe.
     """
     blobs = Blobs()
     with _open_maybe_gzip(path) as handle:
@@ -333,20 +332,19 @@ def read_tar(
             ) as archive:
                 for member in archive:
                     _check_member(path, member)
-                    if archive.offset > max_total_bytes:  # the end of this member's data
-                        raise DataError(_too_much(path, max_total_bytes, member.name))
-                    stream.member = member.name
                     if member.isfile() and member.size > max_member_bytes:
                         raise DataError(
                             _too_big(path, "member", member.name, max_member_bytes, member.size)
                         )
+                    if archive.offset > max_total_bytes:  # the end of this member's data
+                        raise DataError(_too_much(path, max_total_bytes, member.name))
+                    stream.member = member.name
                     letter = _letter_of(member)
                     if letter is None:
                         continue
-                    blob = archive.extractfile(member).read(max_member_bytes + 1)  # type: ignore[union-attr]
-                    if len(blob) > max_member_bytes:  # its header said less
-                        raise DataError(_too_big(path, "member", member.name, max_member_bytes))
-                    if len(blob) != member.size:
+                    content = archive.extractfile(member)
+                    blob = content.read(member.size + 1) if content else b""  # <= the cap + 1
+                    if len(blob) != member.size:  # the header says how much data follows
                         raise DataError(f"{path}: member {member.name!r} is truncated")
                     blobs.add(blob, CLASSES.index(letter), member.name)
         except _HugeHeaderError as exc:

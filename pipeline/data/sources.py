@@ -30,7 +30,10 @@ _PICKLE_SUFFIXES = (".pickle", ".pkl")
 # PNGs are under 1 KB each, and notMNIST_large unpacks to about 0.6 GB (0.4 GB as IDX).
 MAX_MEMBER_BYTES = 64 << 20
 MAX_TOTAL_BYTES = 4 << 30
-_MAX_HEADER_BYTES = 1 << 20  # a pax or GNU long-name header, which tarfile reads in memory
+# A pax or GNU long-name header, which tarfile reads in memory: real ones hold a path and a
+# few numbers (a few hundred bytes). tarfile keeps a run of them in memory at once, by
+# recursion, so a run too long for Python's stack is refused too.
+_MAX_HEADER_BYTES = 64 << 10
 
 
 @dataclass
@@ -350,6 +353,11 @@ def read_tar(
         except _HugeHeaderError as exc:
             raise DataError(
                 f"{path}: member {exc.name!r} is a {exc.size:,}-byte extended header; refused"
+            ) from None
+        except RecursionError:
+            after = f" after member {stream.member!r}" if stream.member else ""
+            raise DataError(
+                f"{path}: more extended headers in a row{after} than tarfile can read; refused"
             ) from None
         except tarfile.TarError as exc:
             raise DataError(f"{path}: not a readable tar archive ({exc})") from None

@@ -328,3 +328,15 @@ def test_huge_extended_header_is_refused(tmp_path: Path) -> None:
     path = write_gzip_of_zeros(tmp_path / "pax.tar.gz", pax.tobuf(), 2)
     with pytest.raises(DataError, match=r"'\./\./@PaxHeader' is a 1,073,741,824-byte extended"):
         read_tar(path)
+
+
+def test_endless_run_of_long_name_headers_is_refused(tmp_path: Path) -> None:
+    """tarfile reads a run of GNU long-name headers by recursion: 5,000 in a row (2.5 MB)
+    were a RecursionError traceback."""
+    longname = tarfile.TarInfo("././@LongLink")
+    longname.type = tarfile.GNUTYPE_LONGNAME
+    longname.size = 12
+    run = (longname.tobuf(format=tarfile.USTAR_FORMAT) + b"top/A/x.png\0".ljust(512, b"\0")) * 5000
+    path = write_gzip_of_zeros(tmp_path / "chain.tar.gz", run, 0)
+    with pytest.raises(DataError, match="more extended headers in a row than tarfile can read"):
+        read_tar(path)

@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,14 +47,14 @@ def resolve_cache_dir(configured: str | None) -> Path:
 def file_digest(path: Path) -> str:
     """SHA-256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
-    _hash_file(h, path)
+    for block in _blocks(path):
+        h.update(block)
     return h.hexdigest()
 
 
-def _hash_file(h: hashlib._Hash, path: Path) -> None:
+def _blocks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
+        yield from iter(lambda: handle.read(1 << 20), b"")
 
 
 def folder_digest(root: Path) -> str:
@@ -71,7 +71,8 @@ def folder_digest(root: Path) -> str:
         if target is not None and not target.is_relative_to(inside):
             h.update(b"link to " + str(target).encode())
         else:
-            _hash_file(h, file)
+            for block in _blocks(file):
+                h.update(block)
     return h.hexdigest()
 
 

@@ -43,6 +43,7 @@ def _hydra_main(cfg: DictConfig) -> dict[str, float] | None:
 
     _process.import_tensorflow_without_jax()  # only once the config is known good
     from pipeline.jobs.training import run
+    from pipeline.stages.train import DivergedError
 
     try:
         return run(
@@ -50,6 +51,9 @@ def _hydra_main(cfg: DictConfig) -> dict[str, float] | None:
         )
     except DataError as exc:  # bad input: the run is already marked FAILED; no traceback
         _failed(f"data error: {exc}", 1, parent)
+        return None
+    except DivergedError as exc:  # NaN loss: likewise, one line saying what to try
+        _failed(f"training error: {exc}", 1, parent)
         return None
     except Exception:
         if parent is None:

@@ -15,10 +15,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.config.paths import config_dir
+
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
 Positive = Annotated[float, Field(gt=0.0)]
 PositiveInt = Annotated[int, Field(ge=1)]
+# NumPy, scikit-learn and Keras take seeds in [0, 2**32): outside it they fail mid-run.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
 
 
 class ConfigError(ValueError):
@@ -26,7 +30,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan pass `ge`/`gt` checks and then crash Keras or train to NaN: refused
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SyntheticDataConfig(_Section):
@@ -36,7 +41,7 @@ class SyntheticDataConfig(_Section):
     train_size: PositiveInt
     valid_size: PositiveInt
     test_size: PositiveInt
-    seed: int
+    seed: Seed
     fonts: Annotated[tuple[str, ...], Field(min_length=1)]
     max_rotation_deg: Annotated[float, Field(ge=0.0, le=45.0)]
     max_shear: Annotated[float, Field(ge=0.0, le=1.0)]
@@ -70,10 +75,12 @@ class NotMnistDataConfig(_Section):
     train_size: SplitSize
     valid_size: SplitSize
     test_size: SplitSize
-    seed: int
+    seed: Seed
     near_duplicate_rmsd: NonNegative | None
     cache: bool
     cache_dir: str | None
+    max_member_bytes: PositiveInt
+    max_total_bytes: PositiveInt
 
     @model_validator(mode="after")
     def _has_source_and_room(self) -> NotMnistDataConfig:
@@ -118,7 +125,7 @@ class EarlyStoppingConfig(_Section):
 class TrainConfig(_Section):
     epochs: PositiveInt
     batch_size: PositiveInt
-    seed: int
+    seed: Seed
     optimizer: Literal["sgd", "momentum", "adam"]
     learning_rate: Positive
     momentum: Fraction
@@ -154,10 +161,16 @@ def validate(raw: object) -> AppConfig:
 
 def check_override_keys(args: Sequence[str]) -> None:
     """Reject `section.key=value` overrides whose key is not in the schema, naming the keys
-    that are (Hydra refuses them too, but without saying what is allowed)."""
+    that are (Hydra refuses them too, but without saying what is allowed). A top-level
+    `key=value` must be a config group (`model=logreg`) or a section of the schema."""
+    groups = {p.name for p in config_dir().iterdir() if p.is_dir()}
     for arg in args:
         key = arg.split("=", 1)[0]
-        if "=" not in arg or "." not in key or key.startswith(("-", "+", "~", "hydra.")):
+        if "=" not in arg or key.startswith(("-", "+", "~", "hydra.")) or "/" in key:
+            continue
+        if "." not in key:
+            if key not in groups and key not in AppConfig.model_fields:
+                raise ConfigError(_unknown_key(key, AppConfig.model_fields))
             continue
         cls: Any = AppConfig
         path: list[str] = []

@@ -16,7 +16,14 @@ from pipeline.stages.data import Dataset, load_synthetic
 from pipeline.stages.data.notmnist import load_notmnist
 from pipeline.stages.evaluate import evaluate, summarise
 from pipeline.stages.model import build_model
-from pipeline.stages.train import compile_model, fit, limit_threads, make_optimizer, seed_everything
+from pipeline.stages.train import (
+    StopOnDivergence,
+    compile_model,
+    fit,
+    limit_threads,
+    make_optimizer,
+    seed_everything,
+)
 from pipeline.tracking import connect
 from pipeline.tracking.callbacks import MlflowEpochLogger, StopOnSignal
 from pipeline.tracking.models import log_keras_model
@@ -121,7 +128,11 @@ def run(
                 early_stopping_monitor=es.monitor if es.enabled else None,
                 patience=es.patience,
                 min_delta=es.min_delta,
-                callbacks=[epoch_logger, StopOnSignal()],
+                callbacks=[
+                    epoch_logger,  # first: the diverged epoch is logged, then the run stops
+                    StopOnDivergence(cfg.train.learning_rate),
+                    StopOnSignal(),
+                ],
                 verbose=cfg.train.verbose,
             )
         phases.seconds["train"] -= epoch_logger.seconds

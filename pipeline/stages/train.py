@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 import pandas as pd
 import tensorflow as tf
 
 from pipeline.stages.data import Split
+
+
+class DivergedError(RuntimeError):
+    """The loss became NaN or infinite: nothing sensible can be learnt from there on."""
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Ends training with `DivergedError` at the end of the first epoch whose loss is NaN
+    or infinite (keras' TerminateOnNaN stops quietly, and the run would end FINISHED).
+
+    Checked once per epoch, from the logs Keras already computed: no per-step cost.
+    """
+
+    def __init__(self, learning_rate: float | None = None) -> None:
+        super().__init__()
+        self.learning_rate = learning_rate
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        for key in ("loss", "val_loss"):
+            value = float((logs or {}).get(key, 0.0))
+            if not math.isfinite(value):
+                now = f" (now {self.learning_rate:g})" if self.learning_rate is not None else ""
+                raise DivergedError(
+                    f"{key} became {value} at epoch {epoch + 1}: try a smaller "
+                    f"train.learning_rate{now}, or check the data for extreme values"
+                )
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,13 @@ def _runs(store_uri: str) -> list:
         ("train.optimizer=adagrad", "Input should be 'sgd', 'momentum' or 'adam'"),
         ("model.dropout=0.5", "unknown key 'model.dropout': model has dropout_rate"),
         ("+train.epoch=3", "unknown key 'train.epoch': train has batch_size"),
+        ("foo=1", "unknown key 'foo': the config has data, model, tracking, train"),
+        ("train.seed=-1", "train.seed=-1: Input should be greater than or equal to 0"),
+        ("train.seed=4294967296", "train.seed=4294967296: Input should be less than 4294967296"),
+        ("data.seed=-1", "data.seed=-1: Input should be greater than or equal to 0"),
+        ("model.l2_beta=inf", "model.l2_beta=inf: Input should be a finite number"),
+        ("train.learning_rate=inf", "train.learning_rate=inf: Input should be a finite number"),
+        ("train.learning_rate=nan", "train.learning_rate=nan: Input should be a finite number"),
     ],
 )
 def test_bad_config_fails_in_one_line_before_any_run(
@@ -93,6 +100,22 @@ def test_bad_data_fails_in_one_line_and_marks_the_run(store_uri: str, tmp_path: 
     )
     [found] = _runs(store_uri)
     assert found.info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_nan_loss_fails_the_run_in_one_line(store_uri: str, tmp_path: Path) -> None:
+    result = cli(*TINY, "train.learning_rate=1e30", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    line = (
+        "training error: loss became nan at epoch 1: try a smaller train.learning_rate "
+        "(now 1e+30), or check the data for extreme values"
+    )
+    assert result.stderr.strip().splitlines()[-1] == line
+    [found] = _runs(store_uri)
+    assert found.info.status == "FAILED"
+    assert found.data.tags["error"] == f"DivergedError: {line.removeprefix('training error: ')}"
+    assert len(MlflowClient(store_uri).get_metric_history(found.info.run_id, "loss")) == 1
 
 
 @pytest.mark.slow

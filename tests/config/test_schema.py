@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import CONF_DIR, settings
 
@@ -115,6 +116,13 @@ def test_tracking_uri_follows_environment(monkeypatch: pytest.MonkeyPatch) -> No
         ("model.hidden_units=[0]", "model.hidden_units.0=0: Input should be greater than"),
         ("+model.dropout=0.1", "unknown key 'model.dropout': model has dropout_rate, hidden_units"),
         ("+extra=1", "unknown key 'extra': the config has data, model, tracking, train"),
+        ("train.seed=-1", "train.seed=-1: Input should be greater than or equal to 0"),
+        ("train.seed=4294967296", "train.seed=4294967296: Input should be less than 4294967296"),
+        ("data.seed=-1", "data.seed=-1: Input should be greater than or equal to 0"),
+        ("model.l2_beta=inf", "model.l2_beta=inf: Input should be a finite number"),
+        ("train.learning_rate=-inf", "train.learning_rate=-inf: Input should be a finite"),
+        ("train.momentum=nan", "train.momentum=nan: Input should be a finite number"),
+        ("train.early_stopping.min_delta=inf", "min_delta=inf: Input should be a finite"),
     ],
 )
 def test_bad_values_name_the_key(override: str, message: str) -> None:
@@ -137,6 +145,7 @@ def test_several_problems_in_one_line() -> None:
         (["model.dropout=0.1"], "unknown key 'model.dropout': model has dropout_rate"),
         (["train.early_stopping.wait=2"], "train.early_stopping has enabled, min_delta"),
         (["nope.x=1"], "unknown key 'nope': the config has data, model, tracking, train"),
+        (["foo=1"], "unknown key 'foo': the config has data, model, tracking, train"),
     ],
 )
 def test_unknown_override_keys(args: list[str], message: str) -> None:
@@ -148,6 +157,9 @@ def test_known_override_keys_pass() -> None:
     check_override_keys(
         [
             "model=logreg",
+            "data=notmnist",
+            "experiment=best",
+            "hydra/launcher=parallel",
             "model.l2_beta=1e-3",
             "data.seed=3",
             "train.lr_decay.rate=0.9",
@@ -157,3 +169,16 @@ def test_known_override_keys_pass() -> None:
             "job",
         ]
     )
+
+
+def test_seeds_take_the_whole_range_numpy_accepts() -> None:
+    """0 and 2**32 - 1 both pass validation and both split the data (sklearn takes the seed
+    of each consecutive split, seed + i, modulo 2**32)."""
+    from pipeline.stages.data import stratified_split
+
+    labels = np.repeat(np.arange(10), 10)
+    for seed in (0, 2**32 - 1):
+        cfg = settings(f"train.seed={seed}", f"data.seed={seed}")
+        assert (cfg.train.seed, cfg.data.seed) == (seed, seed)
+        parts = stratified_split(labels, (50, 20, 20), seed)
+        assert [len(p) for p in parts] == [50, 20, 20]

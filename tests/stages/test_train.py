@@ -8,7 +8,14 @@ import pytest
 
 from pipeline.stages.data import load_synthetic
 from pipeline.stages.model import build_model
-from pipeline.stages.train import compile_model, fit, make_optimizer, seed_everything
+from pipeline.stages.train import (
+    DivergedError,
+    StopOnDivergence,
+    compile_model,
+    fit,
+    make_optimizer,
+    seed_everything,
+)
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +127,26 @@ def test_steps_per_execution_changes_speed_not_results(data) -> None:
     _, one = _train(data, seed=5, steps_per_execution=1)
     _, many = _train(data, seed=5, steps_per_execution=8)
     assert one.history.to_dict() == many.history.to_dict()
+
+
+def test_diverged_training_stops_naming_the_epoch(data) -> None:
+    """lr=1e30 passes validation (it is finite) and sends the loss to NaN in the first epoch:
+    training stops there with one line, instead of running every epoch to a NaN model."""
+    seed_everything(0)
+    model = build_model(hidden_units=(32,), dropout_rate=0.0)
+    compile_model(model, make_optimizer("sgd", 1e30))
+    with pytest.raises(DivergedError) as info:
+        fit(
+            model,
+            data.train,
+            data.valid,
+            epochs=20,
+            batch_size=64,
+            early_stopping_monitor=None,
+            callbacks=[StopOnDivergence(1e30)],
+            verbose=0,
+        )
+    assert str(info.value) == (
+        "loss became nan at epoch 1: try a smaller train.learning_rate (now 1e+30), "
+        "or check the data for extreme values"
+    )

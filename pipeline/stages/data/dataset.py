@@ -117,7 +117,7 @@ def stratified_split(labels: np.ndarray, sizes: Sequence[int], seed: int) -> tup
             take, rest = rest, rest[:0]
         else:
             take, rest = train_test_split(
-                rest, train_size=size, stratify=labels[rest], random_state=seed + i
+                rest, train_size=size, stratify=labels[rest], random_state=(seed + i) % 2**32
             )
         out.append(np.sort(take))
     return tuple(out)

@@ -3,8 +3,9 @@
 Bulk path: blobs whose PNG header says 28x28, 8-bit greyscale are decoded in batches by
 TensorFlow's C++ PNG decoder on all cores. Anything else, and any batch in which
 a file fails to decode, goes through Pillow one file at a time, which says what is wrong:
-unreadable files (empty, truncated, not an image) are skipped and named; images of another
-size or colour mode are an error, or converted when the config allows it.
+unreadable files (empty, truncated, not an image, a decompression bomb declaring more pixels
+than Pillow's limit) are skipped and named; images of another size or colour mode are an
+error, or converted when the config allows it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import functools
 import io
 import struct
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -101,7 +103,11 @@ def _decode_one(blob: bytes, name: str, convert: bool) -> tuple[np.ndarray | Non
     if not blob:
         return None, "empty file"
     try:
-        with Image.open(io.BytesIO(blob)) as image:
+        with warnings.catch_warnings():
+            # past Image.MAX_IMAGE_PIXELS Pillow only warns, then decodes hundreds of MB: refused
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(blob))
+        with image:
             image.load()
             size, mode = image.size, image.mode
             good = size == (IMAGE_SIZE, IMAGE_SIZE) and mode == "L"
@@ -109,6 +115,8 @@ def _decode_one(blob: bytes, name: str, convert: bool) -> tuple[np.ndarray | Non
             fixed = image.convert("L") if not good and convert else None
     except UnidentifiedImageError:
         return None, "not an image Pillow can identify"
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return None, f"decompression bomb ({exc})"
     except (OSError, SyntaxError, ValueError, struct.error) as exc:
         return None, f"unreadable image ({exc})"
     if pixels is not None:

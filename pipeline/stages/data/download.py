@@ -33,7 +33,13 @@ def fetch(
     if target.exists():
         _verify(target, expected_size, sha256)
         return target
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a download needs somewhere to go: no going on without the cache
+        raise DataError(
+            f"cannot keep the download of {url} in {folder} ({exc.strerror or exc}): set "
+            "data.cache_dir to a writable folder, or download it by hand and set data.path"
+        ) from None
     part = target.with_name(target.name + ".part")
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})

@@ -46,12 +46,16 @@ def load_notmnist(
     near_duplicate_rmsd: float | None = None,
     cache_dir: str | None = None,
     cache: bool = True,
+    max_member_bytes: int = sources.MAX_MEMBER_BYTES,
+    max_total_bytes: int = sources.MAX_TOTAL_BYTES,
 ) -> Dataset:
     """Splits of real notMNIST from `path` (or a download of `url`).
 
     `format` is detected unless given (tar, folder, idx, pickle). Sizes are counts (>= 1) or
     fractions of the distinct images. Decoded images are cached under `cache_dir` keyed by the
-    source's content, so the next run with the same data skips decoding.
+    source's content, so the next run with the same data skips decoding. An archive member
+    or folder file over `max_member_bytes`, or a source unpacking to more than
+    `max_total_bytes`, is a DataError naming it.
     """
     folder = resolve_cache_dir(cache_dir)
     if path is None:
@@ -63,8 +67,9 @@ def load_notmnist(
     fmt, source = locate(source, format)
     digest = _source_digest(fmt, source)
     entry = cache_key([fmt, digest, convert])
+    caps = (max_member_bytes, max_total_bytes)
     pool, hit = cached_pool(
-        folder if cache else None, entry, lambda: _read(fmt, source, convert, allow_pickle)
+        folder if cache else None, entry, lambda: _read(fmt, source, convert, allow_pickle, caps)
     )
     log.info(
         "Data: %d images from %s (%s%s)", len(pool.labels), source, fmt, ", cached" if hit else ""
@@ -117,14 +122,15 @@ def _source_digest(fmt: str, source: Path) -> str:
     return file_digest(source)
 
 
-def _read(fmt: str, source: Path, convert: bool, allow_pickle: bool) -> Pool:
+def _read(fmt: str, source: Path, convert: bool, allow_pickle: bool, caps: tuple[int, int]) -> Pool:
     if fmt == "idx":
-        images, labels = sources.read_idx(source)
+        images, labels = sources.read_idx(source, max_total_bytes=caps[1])
         return _checked_arrays(images, labels, source, convert)
     if fmt == "pickle":
         images, labels = sources.read_pickle(source, allow_pickle)
         return _checked_arrays(images, labels, source, convert)
-    blobs = sources.read_tar(source) if fmt == "tar" else sources.read_folder(source)
+    read = sources.read_tar if fmt == "tar" else sources.read_folder
+    blobs = read(source, *caps)
     blobs = blobs.sorted()
     return decode_pngs(blobs.data, blobs.labels, blobs.names, convert)
 

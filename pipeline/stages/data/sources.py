@@ -1,20 +1,23 @@
 """Where real notMNIST comes from: find the source a path names and read it into raw images.
 
 Published forms: the original archive (`notMNIST_small.tar.gz`: a top folder with A/ ... J/ of
-PNGs) packed or unpacked, MNIST-format IDX pairs, and the course's pickle. Archives are read
-in memory, member by member; nothing is ever extracted to disk.
+PNGs) packed or unpacked, MNIST-format IDX pairs, and the course's pickle. Archives and
+gzipped files are streamed, member by member, and nothing is ever extracted to disk; what they
+unpack to is capped (one member, and the whole), so that a small crafted file cannot take all
+the memory.
 """
 
 from __future__ import annotations
 
 import gzip
-import io
+import math
 import os
 import pickle
 import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 
@@ -23,6 +26,14 @@ from pipeline.stages.data.dataset import CLASSES, DataError
 _IDX_IMAGES, _IDX_LABELS = 2051, 2049
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _PICKLE_SUFFIXES = (".pickle", ".pkl")
+# Defaults of data.max_member_bytes and data.max_total_bytes, far above real notMNIST: its
+# PNGs are under 1 KB each, and notMNIST_large unpacks to about 0.6 GB (0.4 GB as IDX).
+MAX_MEMBER_BYTES = 64 << 20
+MAX_TOTAL_BYTES = 4 << 30
+# A pax or GNU long-name header, which tarfile reads in memory: real ones hold a path and a
+# few numbers (a few hundred bytes). tarfile keeps a run of them in memory at once, by
+# recursion, so a run too long for Python's stack is refused too.
+_MAX_HEADER_BYTES = 64 << 10
 
 
 @dataclass
@@ -126,11 +137,16 @@ def labels_beside(images: Path) -> Path:
     )
 
 
-def read_idx(images_path: Path, labels_path: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Images (n, rows, cols) uint8 and labels (n,) from an MNIST-format IDX pair, gz or plain."""
+def read_idx(
+    images_path: Path, labels_path: Path | None = None, max_total_bytes: int = MAX_TOTAL_BYTES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images (n, rows, cols) uint8 and labels (n,) from an MNIST-format IDX pair, gz or plain.
+
+    Each file is decompressed in chunks, no further than its header's size, which must not
+    exceed `max_total_bytes`."""
     labels_path = labels_path or labels_beside(images_path)
-    images = _idx_array(images_path, _IDX_IMAGES, 3)
-    labels = _idx_array(labels_path, _IDX_LABELS, 1)
+    images = _idx_array(images_path, _IDX_IMAGES, 3, max_total_bytes)
+    labels = _idx_array(labels_path, _IDX_LABELS, 1, max_total_bytes)
     if len(images) != len(labels):
         raise DataError(
             f"{images_path} holds {len(images)} images but {labels_path} {len(labels)} labels"
@@ -140,78 +156,214 @@ def read_idx(images_path: Path, labels_path: Path | None = None) -> tuple[np.nda
     return images, labels
 
 
-def _idx_array(path: Path, magic: int, ndim: int) -> np.ndarray:
-    raw = _read_maybe_gzip(path)
+def _idx_array(path: Path, magic: int, ndim: int, max_bytes: int) -> np.ndarray:
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: {len(raw)} bytes is too short for an IDX header")
-    found = int.from_bytes(raw[:4], "big")
-    if found != magic:
-        raise DataError(f"{path}: IDX magic number {found}, expected {magic}")
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = header + int(np.prod(dims))
-    if len(raw) != expected:
+    with _open_maybe_gzip(path) as handle:
+        head = _read(path, handle, header)
+        if len(head) < header:
+            raise DataError(f"{path}: {len(head)} bytes is too short for an IDX header")
+        found = int.from_bytes(head[:4], "big")
+        if found != magic:
+            raise DataError(f"{path}: IDX magic number {found}, expected {magic}")
+        dims = [int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+        expected = header + math.prod(dims)
+        if expected > max_bytes:
+            raise DataError(
+                f"{path}: header says {dims} ({expected:,} bytes), over the limit of "
+                f"{max_bytes:,} bytes (data.max_total_bytes)"
+            )
+        body = _read(path, handle, expected - header + 1)  # one more: is there more?
+    if len(body) != expected - header:
+        holds = f"{header + len(body)}" if len(body) < expected - header else f"over {expected}"
         raise DataError(
-            f"{path}: header says {dims} ({expected} bytes) but the file holds {len(raw)} bytes"
+            f"{path}: header says {dims} ({expected} bytes) but the file holds {holds} bytes"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
-def _read_maybe_gzip(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] != b"\x1f\x8b":
-        return raw
+def _open_maybe_gzip(path: Path) -> BinaryIO:
+    """The file, or its gunzipped content, to read in chunks."""
+    with path.open("rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gzipped else path.open("rb")  # type: ignore[return-value]
+
+
+def _read(path: Path, handle: BinaryIO, size: int) -> bytes:
+    """Up to `size` bytes; a broken gzip stream is a DataError naming the file."""
     try:
-        return gzip.decompress(raw)
+        return handle.read(size)
     except (EOFError, OSError, zlib.error) as exc:
         raise DataError(f"{path}: truncated or corrupt gzip data ({exc})") from None
+
+
+_TAR_CHUNK = 1 << 16  # what tarfile reads from the stream at a time (ahead of its position)
+
+
+class _Capped:
+    """A stream that counts what is read from it and stops once past `cap` bytes plus what
+    tarfile reads ahead (whole chunks, and a member's headers before the member itself): it
+    reads the archive through this in chunks, so nothing much past the cap is decompressed.
+    Within that, read_tar stops at the member whose end is past the cap."""
+
+    def __init__(self, path: Path, handle: BinaryIO, cap: int) -> None:
+        self.path, self.handle, self.cap = path, handle, cap
+        self.limit = cap + _TAR_CHUNK + 2 * _MAX_HEADER_BYTES
+        self.total = 0
+        self.member: str | None = None  # the last member read, for the message
+
+    def read(self, size: int = -1) -> bytes:
+        data = _read(self.path, self.handle, size if size >= 0 else self.limit + 1)
+        self.total += len(data)
+        if self.total > self.limit:
+            raise DataError(_too_much(self.path, self.cap, self.member, after=True))
+        return data
+
+
+def _too_much(path: Path, cap: int, member: str | None, after: bool = False) -> str:
+    where = f"{'after' if after else 'at'} member {member!r}" if member else "at the start"
+    return (
+        f"{path}: unpacks to more than {cap:,} bytes, the limit of data.max_total_bytes "
+        f"(reached {where})"
+    )
+
+
+class _HugeHeaderError(Exception):
+    def __init__(self, name: str, size: int) -> None:
+        super().__init__(name, size)
+        self.name, self.size = name, size
+
+
+class _CappedTarInfo(tarfile.TarInfo):
+    """Refuses a pax or GNU long-name header larger than `_MAX_HEADER_BYTES` before tarfile
+    reads it into memory (tarfile's hook: subclasses may override _proc_member)."""
+
+    _META = (
+        tarfile.GNUTYPE_LONGNAME,
+        tarfile.GNUTYPE_LONGLINK,
+        tarfile.XHDTYPE,
+        tarfile.XGLTYPE,
+        tarfile.SOLARIS_XHDTYPE,
+    )
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in self._META and self.size > _MAX_HEADER_BYTES:
+            raise _HugeHeaderError(self.name, self.size)
+        # a hook of tarfile's (documented in its source) that typeshed does not declare
+        proc: Any = super()._proc_member(archive)  # type: ignore[misc]
+        return cast(tarfile.TarInfo, proc)
 
 
 # PNG folders and archives ------------------------------------------------------------------
 
 
-def read_folder(root: Path) -> Blobs:
+def read_folder(
+    root: Path, max_member_bytes: int = MAX_MEMBER_BYTES, max_total_bytes: int = MAX_TOTAL_BYTES
+) -> Blobs:
     """Every file under root/A ... root/J, in sorted order; other entries are ignored.
 
+    As in an archive, a link that leads out of the folder is refused, and so is a file over
+    `max_member_bytes` or files adding up to more than `max_total_bytes`.
     os.scandir and open() rather than pathlib: half the time per file, which matters at
     half a million files.
     """
     blobs = Blobs()
+    inside = root.resolve()
+    total = 0
     for label, letter in enumerate(CLASSES):
         folder = root / letter
         if not folder.is_dir():
             continue
+        _check_link(root, inside, folder, letter)
         with os.scandir(folder) as entries:
-            files = sorted(e.name for e in entries if e.is_file())
-        for name in files:
-            with open(os.path.join(folder, name), "rb") as handle:  # noqa: PTH118, PTH123
-                blobs.add(handle.read(), label, f"{letter}/{name}")
+            files = sorted((e.name, e.is_symlink()) for e in entries if e.is_file())
+        for name, link in files:
+            file = os.path.join(folder, name)  # noqa: PTH118
+            shown = f"{letter}/{name}"
+            if link:
+                _check_link(root, inside, Path(file), shown)
+            with open(file, "rb") as handle:  # noqa: PTH123
+                size = os.fstat(handle.fileno()).st_size  # read(cap) would allocate cap bytes
+                blob = handle.read(min(size, max_member_bytes) + 1)
+            if len(blob) > max_member_bytes:
+                raise DataError(_too_big(root, "file", shown, max_member_bytes))
+            total += len(blob)
+            if total > max_total_bytes:
+                raise DataError(
+                    f"{root}: its files add up to more than {max_total_bytes:,} bytes, the "
+                    f"limit of data.max_total_bytes (reached at {shown!r})"
+                )
+            blobs.add(blob, label, shown)
     return blobs
 
 
-def read_tar(path: Path) -> Blobs:
+def _check_link(root: Path, inside: Path, path: Path, shown: str) -> None:
+    """The archive rule for folders: a link that leads out of the source folder is refused."""
+    target = path.resolve()
+    if not target.is_relative_to(inside):
+        raise DataError(
+            f"{root}: {shown!r} is a link to {str(target)!r}, outside the folder; "
+            "links that leave the source folder are refused"
+        )
+
+
+def _too_big(source: Path, kind: str, name: str, limit: int, size: int | None = None) -> str:
+    says = f"{size:,} bytes" if size is not None else f"more than {limit:,} bytes"
+    return (
+        f"{source}: {kind} {name!r} is {says}, over the limit of {limit:,} bytes "
+        "(data.max_member_bytes)"
+    )
+
+
+def read_tar(
+    path: Path, max_member_bytes: int = MAX_MEMBER_BYTES, max_total_bytes: int = MAX_TOTAL_BYTES
+) -> Blobs:
     """Every regular file in a `<top>/<letter>/<file>` or `<letter>/<file>` member of the archive.
 
-    The archive is decompressed in memory and its members sliced out by offset (three times
-    faster than reading them one by one). Every member is checked first: a link, a device or
-    a path that would leave the folder it unpacks into is refused, as `tar -x` of it would be
-    unsafe.
+    The archive is streamed: decompressed in chunks and read one member at a time. A member
+    whose header declares more than `max_member_bytes` is refused unread, no more of one is
+    read than its header declares, and all together no further than `max_total_bytes`.
+    Every member is checked first: a link, a device or a path that would leave the folder it
+    unpacks into is refused, as `tar -x` of it would be unsafe.
     """
-    raw = _read_maybe_gzip(path)
-    try:
-        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as archive:
-            members = archive.getmembers()
-    except tarfile.TarError as exc:
-        raise DataError(f"{path}: not a readable tar archive ({exc})") from None
     blobs = Blobs()
-    for member in members:
-        _check_member(path, member)
-        letter = _letter_of(member)
-        if letter is not None:
-            end = member.offset_data + member.size
-            if end > len(raw):
-                raise DataError(f"{path}: member {member.name!r} is truncated")
-            blobs.add(raw[member.offset_data : end], CLASSES.index(letter), member.name)
+    with _open_maybe_gzip(path) as handle:
+        stream = _Capped(path, handle, max_total_bytes)
+        try:
+            # _Capped has the read() tarfile's stream mode uses, not the whole file protocol
+            with tarfile.open(  # type: ignore[call-overload]
+                fileobj=stream,
+                mode="r|",
+                tarinfo=_CappedTarInfo,
+                bufsize=_TAR_CHUNK,
+            ) as archive:
+                for member in archive:
+                    _check_member(path, member)
+                    if member.isfile() and member.size > max_member_bytes:
+                        raise DataError(
+                            _too_big(path, "member", member.name, max_member_bytes, member.size)
+                        )
+                    if archive.offset > max_total_bytes:  # the end of this member's data
+                        raise DataError(_too_much(path, max_total_bytes, member.name))
+                    stream.member = member.name
+                    letter = _letter_of(member)
+                    if letter is None:
+                        continue
+                    content = archive.extractfile(member)
+                    blob = content.read(member.size + 1) if content else b""  # <= the cap + 1
+                    if len(blob) != member.size:  # the header says how much data follows
+                        raise DataError(f"{path}: member {member.name!r} is truncated")
+                    blobs.add(blob, CLASSES.index(letter), member.name)
+        except _HugeHeaderError as exc:
+            raise DataError(
+                f"{path}: member {exc.name!r} is a {exc.size:,}-byte extended header; refused"
+            ) from None
+        except RecursionError:
+            after = f" after member {stream.member!r}" if stream.member else ""
+            raise DataError(
+                f"{path}: more extended headers in a row{after} than tarfile can read; refused"
+            ) from None
+        except tarfile.TarError as exc:
+            raise DataError(f"{path}: not a readable tar archive ({exc})") from None
     return blobs
 
 

@@ -83,3 +83,11 @@ def test_offline_error_says_where_to_put_the_file(tmp_path: Path) -> None:
 def test_http_error(server: str, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="HTTP 404"):
         fetch(f"{server}/missing/x.tar.gz", tmp_path)
+
+
+def test_unwritable_download_folder_is_one_line(server: str, tmp_path: Path) -> None:
+    """Under a regular file, which stops root too (chmod would not)."""
+    (tmp_path / "a-file").write_text("not a folder")
+    folder = tmp_path / "a-file" / "downloads"
+    with pytest.raises(DataError, match=rf"in {folder} \(Not a directory\): set data.cache_dir"):
+        fetch(f"{server}/x.tar.gz", folder)

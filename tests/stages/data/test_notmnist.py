@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_SAMPLE
-from make_sources import letters, png, write_folder, write_idx
+from conftest import SHARED_SAMPLE, cli
+from make_sources import (
+    letters,
+    png,
+    png_declaring,
+    write_folder,
+    write_gzip_of_zeros,
+    write_idx,
+)
 
 from pipeline.stages.data import DataError
 from pipeline.stages.data.decode import decode_pngs
@@ -59,6 +67,27 @@ def test_unreadable_files_are_skipped_and_named(folder: Path, tmp_path: Path) ->
     assert skipped["C/notes.png"] == "not an image Pillow can identify"
     assert data.report.decoded == 60
     assert sum(len(s) for _, s in data.splits()) == 60
+
+
+def test_link_out_of_the_folder_is_a_data_error(folder: Path, tmp_path: Path) -> None:
+    (folder / "J" / "passwd.png").symlink_to("/etc/passwd")
+    with pytest.raises(DataError, match=r"'J/passwd\.png' is a link to '/etc/passwd'"):
+        _load(folder, tmp_path)
+
+
+def test_png_bombs_are_skipped_and_named(folder: Path, tmp_path: Path) -> None:
+    """PNGs declaring 100000x100000 (past Pillow's error limit) and 10000x10000 (past its
+    warning limit, which it would decode) are unreadable images, listed like the others."""
+    (folder / "E" / "bomb.png").write_bytes(png_declaring(100_000, 100_000))
+    (folder / "F" / "big.png").write_bytes(png_declaring(10_000, 10_000))
+    data = _load(folder, tmp_path, convert=True)
+    skipped = dict(data.report.skipped)
+    assert set(skipped) == {"E/bomb.png", "F/big.png"}
+    assert skipped["E/bomb.png"].startswith(
+        "decompression bomb (Image size (10000000000 pixels) exceeds limit of"
+    )
+    assert skipped["F/big.png"].startswith("decompression bomb (Image size (100000000 pixels)")
+    assert data.report.decoded == 60
 
 
 def test_wrong_size_or_mode_is_an_error_or_converted(folder: Path, tmp_path: Path) -> None:
@@ -130,6 +159,43 @@ def test_second_load_comes_from_the_cache(folder: Path, tmp_path: Path) -> None:
     assert not _load(folder, tmp_path).report.from_cache  # content changed: new entry
 
 
+@pytest.mark.parametrize("damage", ["truncated", "flipped byte", "bad json", "wrong count"])
+def test_damaged_cache_entry_is_rebuilt(
+    damage: str, folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = _load(folder, tmp_path)
+    [arrays] = (tmp_path / "cache").glob("*.npz")
+    meta = arrays.with_suffix(".json")
+    raw = bytearray(arrays.read_bytes())
+    if damage == "truncated":
+        arrays.write_bytes(raw[: len(raw) // 2])
+    elif damage == "flipped byte":  # in the middle of the pixels: only the zip's CRC-32 tells
+        raw[len(raw) // 2] ^= 0x10
+        arrays.write_bytes(raw)
+    elif damage == "bad json":
+        meta.write_text('{"skipped": [')
+    else:
+        meta.write_text(meta.read_text().replace('"n": 60', '"n": 59'))
+    again = _load(folder, tmp_path)
+    assert not again.report.from_cache
+    assert again.digest() == first.digest()
+    assert f"Cache entry {arrays} is damaged" in caplog.text
+    assert _load(folder, tmp_path).report.from_cache  # rebuilt in place
+
+
+def test_unwritable_cache_dir_warns_and_goes_on(
+    folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cache_dir under a regular file cannot be made, even by root (whom chmod won't stop)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for _ in range(2):
+        data = _load(folder, tmp_path, cache_dir=str(blocker / "cache"))
+        assert not data.report.from_cache
+        assert data.report.decoded == 60
+    assert caplog.text.count(f"Cannot write the data cache in {blocker / 'cache'}") == 2
+
+
 def test_split_sizes_beyond_the_data(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="need 1000 images but only 60"):
         _load(folder, tmp_path, train_size=900, valid_size=50, test_size=50)
@@ -173,3 +239,28 @@ def test_real_sample_folder_holding_both_forms_is_ambiguous(tmp_path: Path) -> N
         _load(SHARED_SAMPLE, tmp_path)
     data = _load(SHARED_SAMPLE, tmp_path, format="idx")
     assert data.format == "idx"
+
+
+@pytest.mark.slow
+def test_cli_refuses_an_archive_bomb_in_one_line(tmp_path: Path) -> None:
+    """The caps are config keys: data.max_member_bytes reaches the reader; the run is FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    member = tarfile.TarInfo("top/A/bomb.png")
+    member.size = 1 << 30
+    bomb = write_gzip_of_zeros(tmp_path / "bomb.tar.gz", member.tobuf(), 1024, bytes(1024))
+    result = cli(
+        "data=notmnist",
+        f"data.path={bomb}",
+        "data.max_member_bytes=1000000",
+        f"hydra.run.dir={tmp_path / 'out'}",
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"data error: {bomb}: member 'top/A/bomb.png' is 1,073,741,824 bytes, over the limit "
+        "of 1,000,000 bytes (data.max_member_bytes)"
+    )
+    client = MlflowClient()
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FAILED"

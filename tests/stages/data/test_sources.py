@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from make_sources import letters, png, tar_files, write_folder, write_idx, write_tar
+from conftest import PROJECT_ROOT
+from make_sources import (
+    letters,
+    png,
+    tar_files,
+    write_folder,
+    write_gzip_of_zeros,
+    write_idx,
+    write_tar,
+)
 
 from pipeline.stages.data import DataError
+from pipeline.stages.data.cache import folder_digest
 from pipeline.stages.data.sources import (
     detect,
     labels_beside,
@@ -82,6 +95,36 @@ def test_folder_reads_letters_in_order(tmp_path: Path, sample) -> None:
     assert blobs.names[0] == "A/00000.png"
     (tmp_path / "unpacked" / "notes.txt").write_text("ignored: not in a letter folder")
     assert len(read_folder(tmp_path / "unpacked").data) == len(images)
+
+
+def test_folder_links_that_leave_it_are_refused(tmp_path: Path, sample) -> None:
+    """The archive rule for folders: /etc/passwd behind a link in a letter folder is refused,
+    and so is a letter folder that is a link to another place; links within the folder are
+    read."""
+    root = write_folder(tmp_path / "f", *sample)
+    (root / "A" / "again.png").symlink_to(root / "B" / "00004.png")
+    assert len(read_folder(root).data) == 41
+    (root / "A" / "passwd.png").symlink_to("/etc/passwd")
+    with pytest.raises(
+        DataError,
+        match=r"'A/passwd\.png' is a link to '/etc/passwd', outside the folder; links that leave",
+    ):
+        read_folder(root)
+    (root / "A" / "passwd.png").unlink()
+    (root / "C").rename(tmp_path / "elsewhere")
+    (root / "C").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(DataError, match=rf"'C' is a link to '{tmp_path}/elsewhere', outside"):
+        read_folder(root)
+
+
+def test_folder_digest_never_reads_outside_the_folder(tmp_path: Path, sample) -> None:
+    root = write_folder(tmp_path / "f", *sample)
+    outside = tmp_path / "secret.txt"
+    outside.write_text("one")
+    (root / "A" / "x.png").symlink_to(outside)
+    before = folder_digest(root)
+    outside.write_text("two")
+    assert folder_digest(root) == before
 
 
 def test_tar_and_its_folder_agree(tmp_path: Path, sample) -> None:
@@ -174,3 +217,126 @@ def test_detect_refuses_ambiguous_or_empty_folders(tmp_path: Path, sample) -> No
     (tmp_path / "weird.bin").write_bytes(png(sample[0][0]))
     with pytest.raises(DataError, match="set data.format"):
         detect(tmp_path / "weird.bin")
+
+
+# Bombs: small files that unpack to far more --------------------------------------------------
+
+_GIB = 1 << 30
+_LOAD_AND_REPORT_PEAK = """
+import sys
+from pipeline.stages.data import DataError
+from pipeline.stages.data.cache import folder_digest
+from pipeline.stages.data.notmnist import load_notmnist
+for path in sys.argv[1:]:
+    try:
+        load_notmnist(path, cache=False)
+        print("loaded", path)
+    except DataError as exc:
+        print(f"data error: {exc}")
+# the peak resident memory of this program (ru_maxrss would also count the parent's, which
+# the kernel records on exec after vfork)
+with open("/proc/self/status") as status:
+    print(next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:")))
+"""
+
+
+def _idx_header(n: int) -> bytes:
+    return b"".join(x.to_bytes(4, "big") for x in (2051, n, 28, 28))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc")
+def test_bombs_are_refused_naming_the_member_in_little_memory(tmp_path: Path) -> None:
+    """A 1 MB .tar.gz holding one 1 GiB member, and 1 MB gzipped IDX files unpacking to 1 GiB
+    (one whose header says 1 image, one whose header says 10 million): each is a one-line data
+    error, read in a fresh process whose peak memory stays far below what they unpack to
+    (measured: 150 MiB, imports included, against 2.2 GiB when archives were decompressed
+    whole, and 4.2 GiB for a 2 GiB member)."""
+    member = tarfile.TarInfo("top/A/bomb.png")
+    member.size = _GIB
+    tar = write_gzip_of_zeros(tmp_path / "bomb.tar.gz", member.tobuf(), 1024, bytes(1024))
+    labels = (2049).to_bytes(4, "big") + (1).to_bytes(4, "big") + b"\0"
+    for folder, n in (("lies", 1), ("huge", 10_000_000)):
+        (tmp_path / folder).mkdir()
+        write_gzip_of_zeros(tmp_path / folder / "x-images-idx3-ubyte.gz", _idx_header(n), 1024)
+        (tmp_path / folder / "x-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels))
+    assert tar.stat().st_size < 2_000_000
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _LOAD_AND_REPORT_PEAK,
+            str(tar),
+            *map(str, sorted(tmp_path.glob("*/x-i*"))),
+        ],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    *errors, peak = result.stdout.strip().splitlines()
+    assert errors == [
+        f"data error: {tar}: member 'top/A/bomb.png' is 1,073,741,824 bytes, over the limit of "
+        "67,108,864 bytes (data.max_member_bytes)",
+        f"data error: {tmp_path}/huge/x-images-idx3-ubyte.gz: header says [10000000, 28, 28] "
+        "(7,840,000,016 bytes), over the limit of 4,294,967,296 bytes (data.max_total_bytes)",
+        f"data error: {tmp_path}/lies/x-images-idx3-ubyte.gz: header says [1, 28, 28] "
+        "(800 bytes) but the file holds over 800 bytes",
+    ]
+    assert int(peak) < 400_000_000, f"peak {int(peak):,} bytes"
+
+
+def test_archive_caps_are_configurable_and_count_every_byte(tmp_path: Path) -> None:
+    files = {f"top/{letter}/{i}.png": bytes(1000) for letter in "ABC" for i in range(2)}
+    path = write_tar(tmp_path / "t.tar.gz", files)
+    assert len(read_tar(path).data) == 6
+    with pytest.raises(DataError, match=r"'top/A/0\.png' is 1,000 bytes, over the limit of 999"):
+        read_tar(path, max_member_bytes=999)
+    # each member: 512-byte header + 1,000 bytes padded to 1,024; the 6th ends at 9,216
+    with pytest.raises(
+        DataError, match=r"unpacks to more than 8,000 bytes.*\(reached at member 'top/C/1\.png'\)"
+    ):
+        read_tar(path, max_total_bytes=8000)
+    assert len(read_tar(path, max_total_bytes=20_000).data) == 6
+
+
+def test_folder_caps(tmp_path: Path, sample) -> None:
+    root = write_folder(tmp_path / "f", *sample)
+    (root / "B" / "big.png").write_bytes(bytes(5000))
+    with pytest.raises(DataError, match=r"file 'B/big\.png' is more than 4,096 bytes, over"):
+        read_folder(root, max_member_bytes=4096)
+    before = sum(f.stat().st_size for f in [*root.glob("A/*"), *root.glob("B/0*")])
+    cap = before + 4999  # the files of A and B, then big.png passes it
+    with pytest.raises(DataError, match=rf"more than {cap:,} bytes.*at 'B/big\.png'"):
+        read_folder(root, max_total_bytes=cap)
+    assert len(read_folder(root).data) == 41
+
+
+def test_idx_cap_is_configurable(tmp_path: Path, sample) -> None:
+    path = write_idx(tmp_path, *sample)
+    assert len(read_idx(path, max_total_bytes=40 * 784 + 16)[0]) == 40
+    with pytest.raises(DataError, match=r"\(31,376 bytes\), over the limit of 31,375 bytes"):
+        read_idx(path, max_total_bytes=40 * 784 + 15)
+
+
+def test_huge_extended_header_is_refused(tmp_path: Path) -> None:
+    """tarfile reads a pax header whole into memory: one declaring 1 GiB is refused unread."""
+    pax = tarfile.TarInfo("././@PaxHeader")
+    pax.type = tarfile.XHDTYPE
+    pax.size = _GIB
+    path = write_gzip_of_zeros(tmp_path / "pax.tar.gz", pax.tobuf(), 2)
+    with pytest.raises(DataError, match=r"'\./\./@PaxHeader' is a 1,073,741,824-byte extended"):
+        read_tar(path)
+
+
+def test_endless_run_of_long_name_headers_is_refused(tmp_path: Path) -> None:
+    """tarfile reads a run of GNU long-name headers by recursion: 5,000 in a row (2.5 MB)
+    were a RecursionError traceback."""
+    longname = tarfile.TarInfo("././@LongLink")
+    longname.type = tarfile.GNUTYPE_LONGNAME
+    longname.size = 12
+    run = (longname.tobuf(format=tarfile.USTAR_FORMAT) + b"top/A/x.png\0".ljust(512, b"\0")) * 5000
+    path = write_gzip_of_zeros(tmp_path / "chain.tar.gz", run, 0)
+    with pytest.raises(DataError, match="more extended headers in a row than tarfile can read"):
+        read_tar(path)

@@ -199,8 +199,16 @@ def signed_in(server: Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[SignI
 
 @pytest.fixture(scope="module")
 def team_run(server: Server, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """One pipeline run by the service account, as `docker compose run train` does it:
+    """One pipeline run by the service account, as `docker compose run train` does it, into an
+    experiment that a person (the admin) made, so the account needs its grant, not ownership:
     (experiment id, run id)."""
+    made = requests.post(
+        f"{server.uri}/api/2.0/mlflow/experiments/create",
+        json={"name": "team"},
+        auth=server.admin,
+        timeout=30,
+    )
+    assert made.status_code == 200, made.text
     out = tmp_path_factory.mktemp("team_run")
     result = cli(
         *TINY,

@@ -256,7 +256,7 @@ def log_dataset(dataset: Dataset) -> dict[str, str]:
         tags["data.source_digest"] = dataset.report.source_digest
     mlflow.set_tags(tags)
     for name, split in dataset.splits():
-        mlflow.log_input(
+        log_input(
             mlflow.data.from_numpy(
                 split.images,
                 targets=split.labels,
@@ -273,6 +273,22 @@ def log_dataset(dataset: Dataset) -> dict[str, str]:
     log_table(card.skipped, "data/skipped_files.csv")
     mlflow.log_figure(card.samples, "data/samples.png")
     return tags
+
+
+def log_input(dataset: mlflow.data.Dataset, context: str, attempts: int = 3) -> None:
+    """`mlflow.log_input` for the active run, safe when concurrent runs in one experiment log
+    the same dataset: MLflow's store looks the dataset up and inserts it without a lock, so
+    all but one of the runs that race there get a unique-key violation (400 from a server)
+    although nothing is wrong. Trying again finds the dataset the winner inserted."""
+    for attempt in range(1, attempts + 1):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException as exc:
+            text = str(exc).lower()
+            if attempt == attempts or not ("unique" in text or "duplicate" in text):
+                raise
+            log.info("Dataset %s logged by a concurrent run first; linking it", dataset.name)
 
 
 def log_table(table: pd.DataFrame, artifact_file: str) -> None:

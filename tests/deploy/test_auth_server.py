@@ -219,6 +219,7 @@ def team_run(server: Server, tmp_path_factory: pytest.TempPathFactory) -> tuple[
         env=server.env(server.service),
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{server.uri}/#/experiments/" in result.stdout  # where to look at the run
     found = requests.post(
         f"{server.uri}/api/2.0/mlflow/runs/search",
         json={"experiment_ids": [_experiment_id(server, "team")]},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -9,8 +10,11 @@ import mlflow
 
 from pipeline.names import Artifact, Tag
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     import pandas as pd
+    from mlflow.data.dataset import Dataset as Dataset_
 
     from pipeline.stages.data import Dataset
     from pipeline.stages.evaluate import Evaluation
@@ -66,7 +70,7 @@ def log_dataset(dataset: Dataset) -> dict[str, str]:
         tags[Tag.DATA_SOURCE_DIGEST] = dataset.report.source_digest
     mlflow.set_tags(tags)
     for name, split in dataset.splits():
-        mlflow.log_input(
+        log_input(
             from_numpy(
                 split.images,
                 targets=split.labels,
@@ -84,6 +88,24 @@ def log_dataset(dataset: Dataset) -> dict[str, str]:
     log_table(card.skipped, f"{folder}/skipped_files.csv")
     mlflow.log_figure(card.samples, f"{folder}/samples.png")
     return tags
+
+
+def log_input(dataset: Dataset_, context: str, attempts: int = 3) -> None:
+    """`mlflow.log_input` for the active run, safe when concurrent runs in one experiment log
+    the same dataset: MLflow's store looks the dataset up and inserts it without a lock, so
+    all but one of the runs that race there get a unique-key violation (400 from a server)
+    although nothing is wrong. Trying again finds the dataset the winner inserted."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, attempts + 1):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException as exc:
+            text = str(exc).lower()
+            if attempt == attempts or not ("unique" in text or "duplicate" in text):
+                raise
+            log.info("Dataset %s logged by a concurrent run first; linking it", dataset.name)
 
 
 def log_table(table: pd.DataFrame, artifact_file: str) -> None:

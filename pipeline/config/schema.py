@@ -134,6 +134,10 @@ class TrackingConfig(_Section):
     run_name: str | None
     artifact_location: str | None
     log_model: bool
+    # the budget for reaching the store: a server that does not answer fails in one line
+    # within `timeout_seconds` (in total), after at most `retries` retried requests
+    timeout_seconds: Positive = 15.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
 
 
 class AppConfig(_Section):

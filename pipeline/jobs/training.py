@@ -17,7 +17,7 @@ from pipeline.stages.data.notmnist import load_notmnist
 from pipeline.stages.evaluate import evaluate, summarise
 from pipeline.stages.model import build_model
 from pipeline.stages.train import compile_model, fit, limit_threads, make_optimizer, seed_everything
-from pipeline.tracking import connect
+from pipeline.tracking.store import open_store
 from pipeline.tracking.callbacks import MlflowEpochLogger, StopOnSignal
 from pipeline.tracking.models import log_keras_model
 from pipeline.tracking.records import log_config, log_dataset, log_outcome
@@ -79,7 +79,7 @@ def run(
     if threads:
         limit_threads(threads)
     with phases("logging"):
-        store = connect(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
+        store = open_store(cfg.tracking)
     tags = {Tag.KERAS_BACKEND: keras.backend.backend()}
     with tracked_run(store, cfg.tracking.run_name, parent_run_id, tags) as active:
         with phases("logging"):

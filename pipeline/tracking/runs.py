@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.config import TrackingConfig
 from pipeline.config.paths import PACKAGE_DIR, is_source_checkout
 from pipeline.names import Artifact, Tag
-from pipeline.tracking.store import Store, connect
+from pipeline.tracking.store import Store, open_store
 
 
 @contextlib.contextmanager
@@ -102,7 +102,7 @@ def record_failed_job(
 ) -> None:
     """A sweep job that could not start (its config is invalid) as a FAILED child run, so that
     the sweep's report lists it beside the others."""
-    store = connect(tracking.uri, tracking.experiment, tracking.artifact_location)
+    store = open_store(tracking)
     client = MlflowClient(store.uri)
     run = client.create_run(
         store.experiment_id,

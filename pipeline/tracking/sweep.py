@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,10 +73,14 @@ class MlflowSweepCallback(Callback):
         from mlflow.tracking import MlflowClient
 
         from pipeline.tracking.runs import git_tags, raise_interrupt
-        from pipeline.tracking.store import connect
+        from pipeline.tracking.store import TrackingError, open_store
 
         settings = tracking_settings(config)
-        store = connect(settings.uri, settings.experiment, settings.artifact_location)
+        try:
+            store = open_store(settings)
+        except TrackingError as exc:  # before any job: one line, as a single run says it
+            print(f"tracking error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         overrides = [str(o) for o in config.hydra.overrides.task]
         name = settings.run_name or f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}"
         client = MlflowClient(store.uri)

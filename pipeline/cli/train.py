@@ -61,6 +61,9 @@ def _hydra_main(cfg: DictConfig) -> dict[str, float] | None:
     except TrackingError as exc:
         _failed(f"tracking error: {exc}", 2, parent)
         return None
+    except ConfigError as exc:  # train.resume names a run that cannot be continued
+        _failed(f"config error: {exc}", 2, parent)
+        return None
     except Exception:
         if parent is None:
             raise

@@ -126,6 +126,8 @@ class TrainConfig(_Section):
     early_stopping: EarlyStoppingConfig
     steps_per_execution: PositiveInt
     verbose: Literal["auto", 0, 1, 2]
+    # the id of a run to continue from its last checkpointed epoch, with its own config
+    resume: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] | None = None
 
 
 class TrackingConfig(_Section):

@@ -89,7 +89,9 @@ def default_artifact_location(uri: str) -> str | None:
 def checkpoint_dir(uri: str, run_id: str) -> Path:
     """Where a run keeps its training checkpoint until it ends: beside a SQLite store, else
     under the project home's `mlruns/checkpoints` (the machine that trains)."""
-    root = Path(uri[len(_SQLITE) :]).parent if uri.startswith(_SQLITE) else project_home() / "mlruns"
+    root = (
+        Path(uri[len(_SQLITE) :]).parent if uri.startswith(_SQLITE) else project_home() / "mlruns"
+    )
     return root / "checkpoints" / run_id
 
 

@@ -201,7 +201,11 @@ def resumed_config(
             Path(client.download_artifacts(run_id, Artifact.CONFIG)).read_text()
         )
         logged["train"]["resume"] = run_id
-        logged["tracking"] = cfg.tracking.model_dump(mode="json")
+        # its own tracking settings, but the store it was found in and any tracking.* given
+        current = cfg.tracking.model_dump(mode="json")
+        keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+        given_keys = {k.removeprefix("tracking.") for k in keys if k.startswith("tracking.")}
+        logged["tracking"] |= {k: v for k, v in current.items() if k in {"uri", *given_keys}}
         own = validate(logged)
     except (OSError, KeyError, TypeError, ValueError, TrackingError) as exc:
         raise ConfigError(f"train.resume={run_id}: cannot read its logged config ({exc})") from None

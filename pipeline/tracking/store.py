@@ -228,7 +228,8 @@ def _check_reachable(uri: str, timeout_s: float, retries: int) -> None:
             return
         except requests.RequestException as exc:
             error = exc
-        time.sleep(min(2.0**attempt / 2, max(0.0, deadline - time.monotonic())))
+        if attempt < retries:  # back off 0.5 s, 1 s, 2 s, ... within the budget
+            time.sleep(min(2.0**attempt / 2, max(0.0, deadline - time.monotonic())))
     reason = _root_cause(error) if error else "no answer"
     raise TrackingError(
         f"cannot reach {uri} ({reason}; {tries} tries in {time.monotonic() - begin:.1f} s): "

@@ -152,14 +152,18 @@ class MlflowSweepCallback(Callback):
             client.set_terminated(self.run_id, status)
 
     def _kill_running_jobs(self, client: MlflowClient, grace: float = JOB_GRACE_SECONDS) -> None:
-        """A stopped sweep leaves no job RUNNING: jobs in worker processes get the same
-        signal and end their own runs KILLED; those still RUNNING after `grace` seconds (a
-        worker killed before it could) are marked KILLED here."""
+        """A stopped sweep leaves no job RUNNING. Jobs in worker processes that got the
+        signal end their own runs KILLED; a job whose process is gone (joblib kills its
+        workers when the sweep stops) is marked KILLED here at once, and one whose process
+        still runs after `grace` seconds too."""
+        from pipeline.tracking.processes import liveness
+
         query = f"tags.`{Tag.PARENT_RUN_ID}` = '{self.run_id}' AND attributes.status = 'RUNNING'"
         deadline = time.monotonic() + grace
         while True:
             running = client.search_runs([str(self.experiment_id)], query)
-            if not running or time.monotonic() >= deadline:
+            alive = [r for r in running if liveness(r.data.tags).state == "alive"]
+            if not alive or time.monotonic() >= deadline:
                 break
             time.sleep(0.5)
         for run in running:

@@ -137,3 +137,16 @@ def test_deleted_experiment_fails_in_one_line(store_uri: str, tmp_path: Path) ->
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("tracking error: MLflow experiment 'gone' is deleted")
+
+
+def test_sweep_with_an_unreachable_store_fails_in_one_line(tmp_path: Path) -> None:
+    result = cli(
+        "-m",
+        *TINY,
+        "tracking.uri=http://127.0.0.1:9",
+        "model.dropout_rate=0,0.5",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("tracking error: cannot reach http://127.0.0.1:9")

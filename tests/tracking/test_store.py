@@ -64,8 +64,10 @@ def test_postgres_artifacts_go_under_the_project_home() -> None:
 
 @pytest.mark.parametrize(("timeout", "retries"), [(15.0, 2), (2.0, 0)])
 def test_unreachable_server_fails_in_one_line_within_the_budget(
-    timeout: float, retries: int
+    timeout: float, retries: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for name in ("TIMEOUT", "MAX_RETRIES", "BACKOFF_FACTOR"):  # connect sets them: restore
+        monkeypatch.delenv(f"MLFLOW_HTTP_REQUEST_{name}", raising=False)
     started = time.monotonic()
     with pytest.raises(TrackingError, match=r"cannot reach http://127.0.0.1:9 \(") as caught:
         connect("http://127.0.0.1:9", "exp", timeout_s=timeout, retries=retries)

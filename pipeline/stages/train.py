@@ -113,7 +113,9 @@ def fit(
 
     With `checkpoint_dir`, the whole training state is saved there after every epoch, and a
     checkpoint found there is resumed from: the result is the one an uninterrupted `fit`
-    gives, to the last digit (see `Checkpoint`). `callbacks` run after the checkpoint.
+    gives, to the last digit (see `Checkpoint`). `callbacks` run before the checkpoint
+    (after early stopping), so an epoch they logged but the checkpoint missed is run again
+    on resume, with the same results: a logger can skip the steps it has.
     """
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
@@ -134,7 +136,7 @@ def fit(
         initial_epoch, done, stopped = checkpoint.restore(model)
         if stopped:  # early stopping had ended training: only its best weights remain to set
             epochs = initial_epoch
-        all_callbacks.insert(1 if stopper is not None else 0, checkpoint)
+        all_callbacks.append(checkpoint)
     history = model.fit(
         train.images,
         train.labels,

@@ -55,6 +55,12 @@ class Tag:
     SWEEP_RUNS: Final = "sweep.runs"
     SWEEP_FAILED: Final = "sweep.failed"
     BEST_PREFIX: Final = "best."  # + run_id, run_name, and each varied setting
+    # the process that runs it, so that `pipeline.maintenance stale-runs` can tell a run
+    # whose process died (SIGKILL, OOM killer, power cut) from one still training
+    HOST: Final = "host"
+    PID: Final = "pid"
+    PID_STARTED: Final = "pid.started"  # the process's start time (Linux: clock ticks since boot)
+    RESUMED: Final = "resumed"  # how many times `train.resume` continued the run
 
 
 class Artifact:
@@ -69,3 +75,4 @@ class Artifact:
     DATA_DIR: Final = "data"
     COMPARISON_DIR: Final = "comparison"
     MODEL_NAME: Final = "model"
+    CHECKPOINT: Final = "checkpoint"  # the folder name under a store's checkpoints/<run id>

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from pipeline.config import ConfigError, check_override_keys, config_dir, validate  # noqa: E402
 from pipeline.stages.data.dataset import DataError  # noqa: E402
 from pipeline.tracking import sweep  # noqa: E402
+from pipeline.tracking.store import TrackingError, open_store  # noqa: E402
 
 log = logging.getLogger("pipeline")
 
@@ -41,6 +42,12 @@ def _hydra_main(cfg: DictConfig) -> dict[str, float] | None:
         _failed(f"config error: {exc}", 2, parent, cfg, overrides, run_name)
         return None
 
+    try:  # an unusable store fails in one line before TensorFlow's seconds of import
+        open_store(settings.tracking)
+    except TrackingError as exc:
+        _failed(f"tracking error: {exc}", 2, parent)
+        return None
+
     _process.import_tensorflow_without_jax()  # only once the config is known good
     from pipeline.jobs.training import run
     from pipeline.stages.train import DivergedError
@@ -54,6 +61,12 @@ def _hydra_main(cfg: DictConfig) -> dict[str, float] | None:
         return None
     except DivergedError as exc:  # NaN loss: likewise, one line saying what to try
         _failed(f"training error: {exc}", 1, parent)
+        return None
+    except TrackingError as exc:
+        _failed(f"tracking error: {exc}", 2, parent)
+        return None
+    except ConfigError as exc:  # train.resume names a run that cannot be continued
+        _failed(f"config error: {exc}", 2, parent)
         return None
     except Exception:
         if parent is None:

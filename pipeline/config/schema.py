@@ -133,6 +133,8 @@ class TrainConfig(_Section):
     early_stopping: EarlyStoppingConfig
     steps_per_execution: PositiveInt
     verbose: Literal["auto", 0, 1, 2]
+    # the id of a run to continue from its last checkpointed epoch, with its own config
+    resume: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] | None = None
 
 
 class TrackingConfig(_Section):
@@ -141,6 +143,10 @@ class TrackingConfig(_Section):
     run_name: str | None
     artifact_location: str | None
     log_model: bool
+    # the budget for reaching the store: a server that does not answer fails in one line
+    # within `timeout_seconds` (in total), after at most `retries` retried requests
+    timeout_seconds: Positive = 15.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
 
 
 class AppConfig(_Section):

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import keras
 import mlflow
 
-from pipeline.config import AppConfig, DataConfig
-from pipeline.names import Metric, Tag
+from pipeline.config import AppConfig, ConfigError, DataConfig, validate
+from pipeline.names import Artifact, Metric, Tag
 from pipeline.stages.data import Dataset, load_synthetic
+from pipeline.stages.data.dataset import DataError
 from pipeline.stages.data.notmnist import load_notmnist
 from pipeline.stages.evaluate import evaluate, summarise
 from pipeline.stages.model import build_model
@@ -24,11 +27,11 @@ from pipeline.stages.train import (
     make_optimizer,
     seed_everything,
 )
-from pipeline.tracking import connect
 from pipeline.tracking.callbacks import MlflowEpochLogger, StopOnSignal
 from pipeline.tracking.models import log_keras_model
 from pipeline.tracking.records import log_config, log_dataset, log_outcome
 from pipeline.tracking.runs import tracked_run
+from pipeline.tracking.store import Store, TrackingError, checkpoint_dir, open_store
 
 log = logging.getLogger(__name__)
 _IMPORTED = time.perf_counter()  # start-up's start when the caller does not say (a library call)
@@ -86,15 +89,26 @@ def run(
     if threads:
         limit_threads(threads)
     with phases("logging"):
-        store = connect(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
+        store = open_store(cfg.tracking)
     tags = {Tag.KERAS_BACKEND: keras.backend.backend()}
-    with tracked_run(store, cfg.tracking.run_name, parent_run_id, tags) as active:
-        with phases("logging"):
-            log_config(cfg.model_dump(mode="json"), overrides)
+    resume = cfg.train.resume
+    logged_through = 0
+    if resume is not None:
+        cfg, logged_through, times = resumed_config(store, cfg, overrides)
+        tags[Tag.RESUMED] = str(times + 1)
+        parent_run_id = None
+    with tracked_run(store, cfg.tracking.run_name, parent_run_id, tags, resume) as active:
+        run_id = active.info.run_id
+        if resume is None:
+            with phases("logging"):
+                log_config(cfg.model_dump(mode="json"), overrides)
         with phases("data"):
             dataset = load_data(cfg.data)
         with phases("logging"):
-            log_dataset(dataset)
+            if resume is None:
+                log_dataset(dataset)
+            else:
+                check_same_data(store, run_id, dataset)
 
         with phases("build"):
             seed_everything(cfg.train.seed)
@@ -117,7 +131,8 @@ def run(
             compile_model(model, optimizer, cfg.train.steps_per_execution)
 
         es = cfg.train.early_stopping
-        epoch_logger = MlflowEpochLogger(active.info.run_id)
+        epoch_logger = MlflowEpochLogger(run_id, logged_through=logged_through)
+        checkpoints = checkpoint_dir(store.uri, run_id)
         with phases("train"):
             result = fit(
                 model,
@@ -134,6 +149,7 @@ def run(
                     StopOnSignal(),
                 ],
                 verbose=cfg.train.verbose,
+                checkpoint_dir=checkpoints,
             )
         phases.seconds["train"] -= epoch_logger.seconds
         phases.seconds["logging_per_epoch"] = epoch_logger.seconds
@@ -146,6 +162,7 @@ def run(
             if cfg.tracking.log_model:
                 log.info("Model: %s", log_keras_model(model, dataset.test.images[:5]))
         mlflow.log_metrics(phases.metrics())
+    shutil.rmtree(checkpoints, ignore_errors=True)  # FINISHED: nothing left to resume
 
     log.info(
         "Test accuracy %.4f (best epoch %d of %d). Run %s in experiment '%s' at %s",
@@ -158,3 +175,68 @@ def run(
     )
     log.info("Open it: %s", store.ui_hint(active.info.run_id))
     return {**metrics, **phases.metrics()}
+
+
+def resumed_config(
+    store: Store, cfg: AppConfig, overrides: Sequence[str]
+) -> tuple[AppConfig, int, int]:
+    """For `train.resume=<run id>`: the run's own logged config (the store and experiment
+    stay the ones given), the last epoch it logged, and how often it was resumed before.
+    Raises ConfigError for a run that cannot be continued."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    run_id = str(cfg.train.resume)
+    given = [o for o in overrides if not o.lstrip("+~").startswith(("train.resume=", "tracking."))]
+    if given:
+        raise ConfigError(
+            f"train.resume={run_id} continues the run with its own config: drop {' '.join(given)}"
+        )
+    client = MlflowClient(store.uri)
+    try:
+        run = client.get_run(run_id)
+    except Exception:
+        raise ConfigError(f"train.resume={run_id}: no such run in {store.uri}") from None
+    if run.info.status == "FINISHED":
+        raise ConfigError(f"train.resume={run_id}: the run is already FINISHED")
+    if run.info.status == "RUNNING":
+        from pipeline.tracking.processes import liveness
+
+        alive = liveness(run.data.tags)
+        if alive.state != "gone":
+            raise ConfigError(
+                f"train.resume={run_id}: the run is RUNNING ({alive.reason}); stop it first"
+            )
+    try:
+        logged = yaml.safe_load(
+            Path(client.download_artifacts(run_id, Artifact.CONFIG)).read_text()
+        )
+        logged["train"]["resume"] = run_id
+        # its own tracking settings, but the store it was found in and any tracking.* given
+        current = cfg.tracking.model_dump(mode="json")
+        keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+        given_keys = {k.removeprefix("tracking.") for k in keys if k.startswith("tracking.")}
+        logged["tracking"] |= {k: v for k, v in current.items() if k in {"uri", *given_keys}}
+        own = validate(logged)
+    except (OSError, KeyError, TypeError, ValueError, TrackingError) as exc:
+        raise ConfigError(f"train.resume={run_id}: cannot read its logged config ({exc})") from None
+    steps = [m.step for m in client.get_metric_history(run_id, Metric.LOSS)]
+    times = int(run.data.tags.get(Tag.RESUMED, "0"))
+    log.info(
+        "Resuming run %s from its last checkpoint (epochs logged: %d)",
+        run_id,
+        max(steps, default=0),
+    )
+    return own, max(steps, default=0), times
+
+
+def check_same_data(store: Store, run_id: str, dataset: Dataset) -> None:
+    """A resumed run must train on the very data it started with."""
+    from mlflow.tracking import MlflowClient
+
+    logged = MlflowClient(store.uri).get_run(run_id).data.tags.get(Tag.DATA_DIGEST)
+    if logged != dataset.digest():
+        raise DataError(
+            f"train.resume={run_id}: the data differs from the run's (digest "
+            f"{dataset.digest()[:12]} now, {str(logged)[:12]} logged): restore it to continue"
+        )

@@ -5,6 +5,6 @@ Nothing here imports TensorFlow at import time, so the sweep callback and the re
 cheap; `callbacks` (a Keras callback) is the exception and is imported by training only.
 """
 
-from pipeline.tracking.store import Store, connect, resolve_tracking_uri
+from pipeline.tracking.store import Store, TrackingError, connect, resolve_tracking_uri
 
-__all__ = ["Store", "connect", "resolve_tracking_uri"]
+__all__ = ["Store", "TrackingError", "connect", "resolve_tracking_uri"]

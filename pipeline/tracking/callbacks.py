@@ -21,10 +21,14 @@ class MlflowEpochLogger(keras.callbacks.Callback):
     One `log_batch` per epoch, never per step: logging stays a rounding error next to training.
     """
 
-    def __init__(self, run_id: str, client: MlflowClient | None = None) -> None:
+    def __init__(
+        self, run_id: str, client: MlflowClient | None = None, logged_through: int = 0
+    ) -> None:
         super().__init__()
         self.run_id = run_id
         self.client = client or MlflowClient()
+        # a resumed run may repeat epochs it logged before its checkpoint: log each step once
+        self.logged_through = logged_through
         self.seconds = 0.0  # spent logging, so that a run can tell logging from training
         self._started = 0.0
 
@@ -32,6 +36,8 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if epoch + 1 <= self.logged_through:
+            return
         begin = time.perf_counter()
         seconds = begin - self._started
         values = {k: float(v) for k, v in (logs or {}).items()}

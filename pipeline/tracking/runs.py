@@ -16,7 +16,8 @@ from mlflow.tracking import MlflowClient
 from pipeline.config import TrackingConfig
 from pipeline.config.paths import PACKAGE_DIR, is_source_checkout
 from pipeline.names import Artifact, Tag
-from pipeline.tracking.store import Store, connect
+from pipeline.tracking.processes import process_tags
+from pipeline.tracking.store import Store, open_store
 
 
 @contextlib.contextmanager
@@ -25,15 +26,21 @@ def tracked_run(
     run_name: str | None = None,
     parent_run_id: str | None = None,
     tags: Mapping[str, str] | None = None,
+    run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run that always ends: FINISHED, FAILED on an exception (with the traceback
-    as an artifact), KILLED on Ctrl-C or SIGTERM. Never left RUNNING."""
-    active = mlflow.start_run(
-        experiment_id=store.experiment_id,
-        run_name=run_name,
-        parent_run_id=parent_run_id,
-        tags={**git_tags(), **(tags or {})},
-    )
+    as an artifact), KILLED on Ctrl-C or SIGTERM. Never left RUNNING. `run_id` reopens an
+    existing run (a resumed one) instead of starting a new one."""
+    all_tags = {**git_tags(), **process_tags(), **(tags or {})}
+    if run_id is not None:
+        active = mlflow.start_run(run_id=run_id, tags=all_tags)
+    else:
+        active = mlflow.start_run(
+            experiment_id=store.experiment_id,
+            run_name=run_name,
+            parent_run_id=parent_run_id,
+            tags=all_tags,
+        )
     try:
         with _signals_raise_interrupt():
             yield active
@@ -102,7 +109,7 @@ def record_failed_job(
 ) -> None:
     """A sweep job that could not start (its config is invalid) as a FAILED child run, so that
     the sweep's report lists it beside the others."""
-    store = connect(tracking.uri, tracking.experiment, tracking.artifact_location)
+    store = open_store(tracking)
     client = MlflowClient(store.uri)
     run = client.create_run(
         store.experiment_id,

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = "mlflow_sweep.json"
+# How long a stopped sweep waits for its jobs' processes to end their own runs
+JOB_GRACE_SECONDS = 10.0
 
 
 def job_context(overrides: list[str]) -> tuple[str | None, str | None]:
@@ -67,15 +70,21 @@ class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
         self.run_id: str | None = None
         self.uri: str | None = None
+        self.experiment_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow.tracking import MlflowClient
 
+        from pipeline.tracking.processes import process_tags
         from pipeline.tracking.runs import git_tags, raise_interrupt
-        from pipeline.tracking.store import connect
+        from pipeline.tracking.store import TrackingError, open_store
 
         settings = tracking_settings(config)
-        store = connect(settings.uri, settings.experiment, settings.artifact_location)
+        try:
+            store = open_store(settings)
+        except TrackingError as exc:  # before any job: one line, as a single run says it
+            print(f"tracking error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         overrides = [str(o) for o in config.hydra.overrides.task]
         name = settings.run_name or f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}"
         client = MlflowClient(store.uri)
@@ -84,12 +93,14 @@ class MlflowSweepCallback(Callback):
             run_name=name,
             tags={
                 **git_tags(),
+                **process_tags(),
                 Tag.SWEEP: "true",
                 Tag.SWEEP_OVERRIDES: " ".join(overrides),
                 Tag.SWEEP_DIR: str(config.hydra.sweep.dir),
             },
         )
         self.run_id, self.uri = parent.info.run_id, store.uri
+        self.experiment_id = store.experiment_id
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         context = {"parent_run_id": self.run_id, "swept": swept_keys(config)}
@@ -136,7 +147,29 @@ class MlflowSweepCallback(Callback):
 
         client = MlflowClient(self.uri)
         if self.run_id and client.get_run(self.run_id).info.status == "RUNNING":
+            if status == "KILLED":
+                self._kill_running_jobs(client)
             client.set_terminated(self.run_id, status)
+
+    def _kill_running_jobs(self, client: MlflowClient, grace: float = JOB_GRACE_SECONDS) -> None:
+        """A stopped sweep leaves no job RUNNING. Jobs in worker processes that got the
+        signal end their own runs KILLED; a job whose process is gone (joblib kills its
+        workers when the sweep stops) is marked KILLED here at once, and one whose process
+        still runs after `grace` seconds too."""
+        from pipeline.tracking.processes import liveness
+
+        query = f"tags.`{Tag.PARENT_RUN_ID}` = '{self.run_id}' AND attributes.status = 'RUNNING'"
+        deadline = time.monotonic() + grace
+        while True:
+            running = client.search_runs([str(self.experiment_id)], query)
+            alive = [r for r in running if liveness(r.data.tags).state == "alive"]
+            if not alive or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        for run in running:
+            client.set_tag(run.info.run_id, Tag.ERROR, "interrupted: its sweep was stopped")
+            client.set_terminated(run.info.run_id, "KILLED")
+            log.warning("Job run %s marked KILLED with its sweep", run.info.run_id)
 
 
 def log_comparison(

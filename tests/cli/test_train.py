@@ -128,3 +128,48 @@ def test_interrupted_run_is_marked_killed(
         proc.send_signal(sig)
         assert proc.wait(timeout=60) != 0
     assert MlflowClient(store_uri).get_run(run_id).info.status == "KILLED"
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        (
+            "http://127.0.0.1:9",
+            "tracking error: cannot reach http://127.0.0.1:9 (Connection refused",
+        ),
+        (
+            "sqlite:////dev/null/mlflow.db",
+            "tracking error: cannot write the tracking store /dev/null",
+        ),
+    ],
+)
+def test_unusable_store_fails_in_one_line_fast(uri: str, message: str, tmp_path: Path) -> None:
+    started = time.perf_counter()
+    result = cli(*TINY, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / 'out'}")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(message)
+    assert time.perf_counter() - started < 60  # start-up included; the store's budget is 15 s
+
+
+def test_deleted_experiment_fails_in_one_line(store_uri: str, tmp_path: Path) -> None:
+    from pipeline.tracking.store import connect
+
+    MlflowClient(store_uri).delete_experiment(connect(store_uri, "gone").experiment_id)
+    result = cli(*TINY, "tracking.experiment=gone", f"hydra.run.dir={tmp_path / 'out'}")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("tracking error: MLflow experiment 'gone' is deleted")
+
+
+def test_sweep_with_an_unreachable_store_fails_in_one_line(tmp_path: Path) -> None:
+    result = cli(
+        "-m",
+        *TINY,
+        "tracking.uri=http://127.0.0.1:9",
+        "model.dropout_rate=0,0.5",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("tracking error: cannot reach http://127.0.0.1:9")

@@ -150,3 +150,19 @@ def test_diverged_training_stops_naming_the_epoch(data) -> None:
         "loss became nan at epoch 1: try a smaller train.learning_rate (now 1e+30), "
         "or check the data for extreme values"
     )
+
+
+def test_checkpoint_of_a_run_that_stopped_early_resumes_to_its_result(data, tmp_path) -> None:
+    """Killed after early stopping ended training but before the run finished: resuming
+    trains no further and restores the same best weights, history and best epoch."""
+    stop = {"early_stopping_monitor": "val_loss", "patience": 0, "min_delta": 10.0}
+    model, first = _train(data, epochs=20, checkpoint_dir=tmp_path, **stop)
+    assert first.stopped_early
+    assert (tmp_path / "latest.json").exists()
+    # a fresh process would build the model anew (another seed: its weights must not matter)
+    again, resumed = _train(data, seed=2, epochs=20, checkpoint_dir=tmp_path, **stop)
+    assert resumed.stopped_early
+    assert resumed.best_epoch == first.best_epoch
+    assert resumed.history.equals(first.history)
+    for mine, theirs in zip(again.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)

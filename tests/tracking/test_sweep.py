@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from subprocess import CompletedProcess
 
 import pandas as pd
 import pytest
-from conftest import ENDLESS, TINY, cli, running, wait_for_epoch
+from conftest import ENDLESS, PROJECT_ROOT, TINY, cli, running, wait_for_epoch
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -146,3 +150,51 @@ def test_sweep_stopped_between_jobs_marks_parent_killed(store_uri: str, tmp_path
     _, parent, children = _runs(store_uri, "notmnist")
     assert parent.info.status == "KILLED"
     assert {c.info.status for c in children} <= {"KILLED"}
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_a_parallel_sweep_marks_every_run_killed(
+    store_uri: str, tmp_path: Path, stop: signal.Signals
+) -> None:
+    """The signal goes to the whole process group, as a terminal's Ctrl-C or a scheduler's
+    stop does: the parent and both jobs, which run in worker processes, end KILLED."""
+    sweep = (
+        "-m",
+        "hydra/launcher=parallel",
+        *ENDLESS,
+        "model.dropout_rate=0,0.5",
+        "tracking.experiment=stopped",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *sweep],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        client = MlflowClient(store_uri)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # both jobs are training
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            experiment = client.get_experiment_by_name("stopped")
+            if (
+                experiment
+                and len(client.search_runs([experiment.experiment_id], "metrics.loss >= 0")) == 2
+            ):
+                break
+            time.sleep(0.5)
+        else:
+            raise TimeoutError("the jobs did not start training")
+        os.killpg(proc.pid, stop)
+        assert proc.wait(timeout=120) != 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    _, parent, children = _runs(store_uri, "stopped")
+    assert parent.info.status == "KILLED"
+    assert len(children) == 2
+    assert [c.info.status for c in children] == ["KILLED", "KILLED"]

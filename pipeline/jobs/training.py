@@ -81,6 +81,8 @@ def run(
     with phases("logging"):
         store = connect(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
     tags = {Tag.KERAS_BACKEND: keras.backend.backend()}
+    if overrides:  # a sweep's run name shows only the swept values, and those shortened
+        tags[Tag.JOB_OVERRIDES] = " ".join(overrides)[:5000]
     with tracked_run(store, cfg.tracking.run_name, parent_run_id, tags) as active:
         with phases("logging"):
             log_config(cfg.model_dump(mode="json"), overrides)

@@ -14,6 +14,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import project_home
+from pipeline.names import ExperimentTag
+from pipeline.tracking.views import VIEW_KEY, experiment_tags
 
 _SQLITE = "sqlite:///"
 
@@ -26,9 +28,11 @@ class Store:
     experiment_id: str
     experiment: str
 
-    def ui_hint(self, run_id: str) -> str:
-        """How to look at a run: the server page, or the `mlflow ui` command for a local store."""
-        page = f"#/experiments/{self.experiment_id}/runs/{run_id}"
+    def ui_hint(self, run_id: str | None = None) -> str:
+        """How to look at a run, or with no run at the experiment's saved comparison view:
+        the server page, or the `mlflow ui` command for a local store."""
+        page = f"#/experiments/{self.experiment_id}/runs"
+        page += f"/{run_id}" if run_id else f"?viewStateShareKey={VIEW_KEY}"
         if self.uri.startswith(("http://", "https://")):
             return f"{self.uri.rstrip('/')}/{page}"
         return f"mlflow ui --backend-store-uri {self.uri}  # then open http://127.0.0.1:5000/{page}"
@@ -59,7 +63,8 @@ def default_artifact_location(uri: str) -> str | None:
 
 
 def connect(uri: str | None, experiment: str, artifact_location: str | None = None) -> Store:
-    """Point MLflow at the store and make sure the experiment exists (safe under concurrency)."""
+    """Point MLflow at the store and make sure the experiment exists (safe under concurrency),
+    tagged so that MLflow's UI opens it on the runs table (`pipeline.tracking.views`)."""
     resolved = resolve_tracking_uri(uri)
     if resolved.startswith(_SQLITE):
         Path(resolved[len(_SQLITE) :]).parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +74,9 @@ def connect(uri: str | None, experiment: str, artifact_location: str | None = No
     if found is None:
         location = artifact_location or default_artifact_location(resolved)
         try:
-            experiment_id = client.create_experiment(experiment, artifact_location=location)
+            experiment_id = client.create_experiment(
+                experiment, artifact_location=location, tags=experiment_tags()
+            )
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # another job made it first
                 raise
@@ -85,4 +92,10 @@ def connect(uri: str | None, experiment: str, artifact_location: str | None = No
         )
     else:
         experiment_id = found.experiment_id
+        # made before the pipeline tagged its experiments, or by hand: tag it now (a kind that
+        # someone chose in the UI stays; the saved view is the pipeline's own, kept current)
+        for key, value in experiment_tags().items():
+            chosen = key == ExperimentTag.KIND and key in found.tags
+            if found.tags.get(key) != value and not chosen:
+                client.set_experiment_tag(experiment_id, key, value)
     return Store(resolved, experiment_id, experiment)

@@ -45,3 +45,27 @@ def test_deleted_experiment_is_a_clear_error(store_uri: str) -> None:
     MlflowClient(store_uri).delete_experiment(store.experiment_id)
     with pytest.raises(ValueError, match="'gone' is deleted"):
         connect(store_uri, "gone")
+
+
+def test_experiments_open_as_model_training_with_the_comparison_view(store_uri: str) -> None:
+    import json
+
+    client = MlflowClient(store_uri)
+    store = connect(store_uri, "new")
+    tags = client.get_experiment(store.experiment_id).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(tags["mlflow.sharedViewState.compare"])
+    assert view["selectedColumns"][0] == "metrics.`best_val_accuracy`"
+    [parallel] = [c for c in view["compareRunCharts"] if c["type"] == "PARALLEL"]
+    assert parallel["selectedParams"] == ["model.l2_beta", "model.dropout_rate"]
+    assert "?viewStateShareKey=compare" in store.ui_hint()
+    # an experiment made elsewhere (by hand, an older version) is tagged when next used,
+    # but a kind chosen in the UI stays
+    old = client.create_experiment("old")
+    client.set_experiment_tag(old, "mlflow.sharedViewState.compare", "{}")
+    connect(store_uri, "old")
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment(old).tags["mlflow.sharedViewState.compare"] != "{}"
+    chosen = client.create_experiment("chosen", tags={"mlflow.experimentKind": "genai_development"})
+    connect(store_uri, "chosen")
+    assert client.get_experiment(chosen).tags["mlflow.experimentKind"] == "genai_development"

@@ -29,10 +29,13 @@ class Store:
     experiment: str
 
     def ui_hint(self, run_id: str | None = None) -> str:
-        """How to look at a run, or with no run at the experiment's saved comparison view:
-        the server page, or the `mlflow ui` command for a local store."""
+        """How to look at a run, or with no run at the experiment's saved comparison view
+        (`pipeline.tracking.views`): the server page, or the `mlflow ui` command for a local
+        store. `workflowType=machine_learning`: MLflow 3.17's UI otherwise shows the GenAI
+        pages (its GenAI / Model training switch overrides the experiment's kind)."""
         page = f"#/experiments/{self.experiment_id}/runs"
-        page += f"/{run_id}" if run_id else f"?viewStateShareKey={VIEW_KEY}"
+        page += f"/{run_id}?" if run_id else f"?viewStateShareKey={VIEW_KEY}&"
+        page += "workflowType=machine_learning"
         if self.uri.startswith(("http://", "https://")):
             return f"{self.uri.rstrip('/')}/{page}"
         return f"mlflow ui --backend-store-uri {self.uri}  # then open http://127.0.0.1:5000/{page}"

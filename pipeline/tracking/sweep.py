@@ -127,6 +127,7 @@ class MlflowSweepCallback(Callback):
         from mlflow.tracking import MlflowClient
 
         from pipeline.reporting.comparison import compare, find_runs
+        from pipeline.tracking.store import Store
 
         client = MlflowClient(self.uri)
         parent = client.get_run(self.run_id)
@@ -148,6 +149,9 @@ class MlflowSweepCallback(Callback):
                 )
         self._end_if_running("FAILED" if failed or runs.empty else "FINISHED")
         log.info("Comparison logged to the sweep's parent run %s", self.run_id)
+        experiment = client.get_experiment(parent.info.experiment_id)
+        store = Store(str(self.uri), experiment.experiment_id, experiment.name)
+        log.info("Compare the runs: %s", store.ui_hint())
         if failed or runs.empty:
             log.error("%d of the sweep's runs failed: see the parent run's report", failed)
             raise SystemExit(1)

@@ -6,7 +6,9 @@ MLflow 3.17's UI reads both from experiment tags: `mlflow.experimentKind` picks 
 experiment opens on (without it, the GenAI overview and a popup), and a
 `mlflow.sharedViewState.<key>` tag holds a runs-page view, opened by the URL parameter
 `viewStateShareKey=<key>` (what the UI's "Share" button makes). No tag or setting changes the
-view of the plain runs page, so the pipeline prints the link with the key.
+view of the plain runs page, so the pipeline prints the link with the key. In 3.17 the UI's
+GenAI / Model training switch (remembered per browser, GenAI at first) overrides the kind
+tag, so the printed links also say `workflowType=machine_learning`.
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ def comparison_view() -> dict[str, Any]:
         },
     ]
     return {
+        # training runs only: a sweep's parent (no model params, the best run's metrics)
+        # would stand beside its own children
+        "searchFilter": "params.`model.name` != ''",
         "orderByKey": _column("metrics", Metric.BEST_VAL_ACCURACY),
         "orderByAsc": False,
         "selectedColumns": [

@@ -58,7 +58,7 @@ def test_experiments_open_as_model_training_with_the_comparison_view(store_uri: 
     assert view["selectedColumns"][0] == "metrics.`best_val_accuracy`"
     [parallel] = [c for c in view["compareRunCharts"] if c["type"] == "PARALLEL"]
     assert parallel["selectedParams"] == ["model.l2_beta", "model.dropout_rate"]
-    assert "?viewStateShareKey=compare" in store.ui_hint()
+    assert "runs?viewStateShareKey=compare&workflowType=machine_learning" in store.ui_hint()
     # an experiment made elsewhere (by hand, an older version) is tagged when next used,
     # but a kind chosen in the UI stays
     old = client.create_experiment("old")

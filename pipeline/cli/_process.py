@@ -93,7 +93,7 @@ def filter_native_noise() -> None:
     read, write = os.pipe()
     sys.stderr.flush()
     sys.stderr = io.TextIOWrapper(
-        os.fdopen(os.dup(real), "wb", buffering=0),
+        os.fdopen(os.dup(real), "wb"),
         encoding=sys.stderr.encoding,
         errors="backslashreplace",
         line_buffering=True,

@@ -114,7 +114,7 @@ def test_cli_run_records_and_prints_where(store_uri: str, tmp_path: Path) -> Non
     assert "NodeDef" not in result.stderr
     assert "absl::InitializeLog" not in result.stderr
     # (the bars that MLflow's pyfunc check prints while logging the model are another issue's)
-    training = result.stdout.split("Model: models:/")[0]
+    training = result.stdout.split("Restoring model weights")[0]
     assert "Epoch 3/3" in training  # verbose=auto: one plain line per epoch in a pipe
     assert "\x1b[" not in training + result.stderr
 

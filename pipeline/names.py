@@ -17,16 +17,22 @@ class Metric:
     ACCURACY: Final = "accuracy"
     VAL_LOSS: Final = "val_loss"
     VAL_ACCURACY: Final = "val_accuracy"
+    # the cross-entropy alone, without the penalty: comparable across L2 settings
+    DATA_LOSS: Final = "data_loss"
+    VAL_DATA_LOSS: Final = "val_data_loss"
+    L2_PENALTY: Final = "l2_penalty"  # the penalty at the epoch's end weights
     LEARNING_RATE: Final = "learning_rate"
     EPOCH_SECONDS: Final = "epoch_seconds"
     # once per run
     TEST_LOSS: Final = "test_loss"
+    TEST_DATA_LOSS: Final = "test_data_loss"
     TEST_ACCURACY: Final = "test_accuracy"
     TEST_MACRO_F1: Final = "test_macro_f1"
     BEST_EPOCH: Final = "best_epoch"
     EPOCHS_RUN: Final = "epochs_run"
     BEST_VAL_LOSS: Final = "best_val_loss"
     BEST_VAL_ACCURACY: Final = "best_val_accuracy"
+    BEST_VAL_DATA_LOSS: Final = "best_val_data_loss"
     TRAIN_VALID_GAP: Final = "train_valid_gap"
     PARAM_COUNT: Final = "param_count"
     FLOPS_FORWARD: Final = "flops_forward_per_example"
@@ -50,7 +56,8 @@ class Tag:
     DATA_FORMAT: Final = "data.format"
     DATA_SOURCE_DIGEST: Final = "data.source_digest"
     SWEEP: Final = "sweep"
-    SWEEP_OVERRIDES: Final = "sweep.overrides"
+    SWEEP_OVERRIDES: Final = "sweep.overrides"  # on the parent: the sweep's command line
+    JOB_OVERRIDES: Final = "overrides"  # on a run: all its overrides (its name is shortened)
     SWEEP_DIR: Final = "sweep.dir"
     SWEEP_RUNS: Final = "sweep.runs"
     SWEEP_FAILED: Final = "sweep.failed"
@@ -61,6 +68,16 @@ class Tag:
     PID: Final = "pid"
     PID_STARTED: Final = "pid.started"  # the process's start time (Linux: clock ticks since boot)
     RESUMED: Final = "resumed"  # how many times `train.resume` continued the run
+
+
+class ExperimentTag:
+    """Experiment tag keys that MLflow's UI reads."""
+
+    # "custom_model_development" opens the runs table, not the GenAI overview (MLflow 3 UI)
+    KIND: Final = "mlflow.experimentKind"
+    KIND_MODEL_TRAINING: Final = "custom_model_development"
+    # + a key: a saved runs-page view (columns, sort, charts), opened by ?viewStateShareKey=
+    SHARED_VIEW_PREFIX: Final = "mlflow.sharedViewState."
 
 
 class Artifact:
@@ -74,5 +91,6 @@ class Artifact:
     FIGURES_DIR: Final = "figures"
     DATA_DIR: Final = "data"
     COMPARISON_DIR: Final = "comparison"
+    REPORT_HTML: Final = "comparison/report.html"  # MLflow's UI renders HTML artifacts
     MODEL_NAME: Final = "model"
     CHECKPOINT: Final = "checkpoint"  # the folder name under a store's checkpoints/<run id>

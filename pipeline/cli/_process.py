@@ -6,12 +6,26 @@ entry point calls `configure()` before importing anything that imports them.
 
 from __future__ import annotations
 
+import atexit
+import io
 import logging
 import os
+import re
 import sys
+import threading
 import time
 
 STARTED = time.perf_counter()  # for a run's `seconds.startup`: imports and config
+_jobs_begun = 0
+
+
+def job_started() -> float:
+    """When this job's start-up began, for its `seconds.startup`: the process start for the
+    process's first job (imports included), the call itself for any later one, so that the
+    jobs of a sweep that share a process (Hydra's basic launcher) each count only their own."""
+    global _jobs_begun
+    _jobs_begun += 1
+    return STARTED if _jobs_begun == 1 else time.perf_counter()
 
 
 class _NoRetracingNotes(logging.Filter):
@@ -50,3 +64,54 @@ def import_tensorflow_without_jax() -> None:
         import tensorflow  # noqa: F401
     finally:
         del sys.modules["jax"]
+
+
+# Lines that TensorFlow's C++ code writes straight to file descriptor 2, which no Python
+# logging setting reaches, and which say nothing to a user of this program:
+NATIVE_NOISE = re.compile(
+    # TF 2.21's tf.data rewrites the ParallelMapDatasetV2 that Keras' array adapter builds
+    # into a MapDataset and keeps an attribute that op does not declare (once per process,
+    # ~700 characters; harmless: "Unknown attributes will be ignored"). Avoiding the op would
+    # mean another input pipeline, hence another shuffle order and other results.
+    rb"NodeDef mentions attribute use_unbounded_threadpool which is not in the op definition"
+    # absl's note before its logging is set up, and the oneDNN notice that follows it
+    rb"|^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    rb"|^I0000 [^\]]*\] oneDNN custom operations are on"
+)
+
+
+def filter_native_noise() -> None:
+    """Drop the `NATIVE_NOISE` lines from this process's standard error, nothing else.
+
+    The C++ code writes to descriptor 2 itself, so descriptor 2 becomes a pipe that a thread
+    copies to the real standard error line by line, leaving out those lines. Python's own
+    `sys.stderr` (tracebacks, logging) keeps writing to the real standard error directly, so
+    nothing of Python's can be held up or lost in the pipe. For the console scripts only:
+    never under a test runner that captures descriptor 2 itself.
+    """
+    real = os.dup(2)
+    read, write = os.pipe()
+    sys.stderr.flush()
+    sys.stderr = io.TextIOWrapper(
+        os.fdopen(os.dup(real), "wb"),
+        encoding=sys.stderr.encoding,
+        errors="backslashreplace",
+        line_buffering=True,
+    )
+    os.dup2(write, 2)
+    os.close(write)
+
+    def copy() -> None:
+        with os.fdopen(read, "rb") as source:
+            for line in iter(source.readline, b""):
+                if not NATIVE_NOISE.search(line):
+                    os.write(real, line)
+
+    thread = threading.Thread(target=copy, name="stderr-filter", daemon=True)
+    thread.start()
+
+    def drain() -> None:  # at exit: end the pipe, let the thread copy what is left
+        os.dup2(real, 2)  # (the last write end: the thread sees end-of-file once drained)
+        thread.join(timeout=2)
+
+    atexit.register(drain)

@@ -3,9 +3,10 @@
     python -m pipeline.report --run-id <sweep parent run id> [--out reports/sweep.html]
     python -m pipeline.report --experiment notmnist [--tracking-uri ...] [--out report.md]
 
-The report has a table of every run's varied settings and results sorted by the monitored
-metric, a heatmap of valid/test accuracy over the two most varied settings, all learning
-curves overlaid, and the failures. A sweep logs the same onto its parent run when it ends.
+The report has a table of every run's varied settings and results, best first by valid
+accuracy (ties: the penalty-free valid loss; never `val_loss`, which includes L2), a heatmap
+of valid/test accuracy over the two most varied settings, all learning curves overlaid, and
+the failures. A sweep logs the same onto its parent run when it ends.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ log = logging.getLogger("pipeline")
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _hydra_main(cfg: DictConfig) -> dict[str, float] | None:
+    started = _process.job_started()
     overrides = list(HydraConfig.get().overrides.task)
     parent, run_name = sweep.job_context(overrides)
     try:
@@ -53,9 +54,7 @@ def _hydra_main(cfg: DictConfig) -> dict[str, float] | None:
     from pipeline.stages.train import DivergedError
 
     try:
-        return run(
-            settings, overrides, parent, threads=_threads_per_job(), started=_process.STARTED
-        )
+        return run(settings, overrides, parent, threads=_threads_per_job(), started=started)
     except DataError as exc:  # bad input: the run is already marked FAILED; no traceback
         _failed(f"data error: {exc}", 1, parent)
         return None
@@ -111,6 +110,7 @@ def _threads_per_job() -> int | None:
 
 def main() -> None:
     """The console script: reject unknown keys with the allowed ones named, then run Hydra."""
+    _process.filter_native_noise()
     try:
         check_override_keys(sys.argv[1:])
     except ConfigError as exc:

@@ -91,6 +91,8 @@ def run(
     with phases("logging"):
         store = open_store(cfg.tracking)
     tags = {Tag.KERAS_BACKEND: keras.backend.backend()}
+    if overrides:  # a sweep's run name shows only the swept values, and those shortened
+        tags[Tag.JOB_OVERRIDES] = " ".join(overrides)[:5000]
     resume = cfg.train.resume
     logged_through = 0
     if resume is not None:

@@ -19,8 +19,10 @@ from pipeline.names import Metric, Tag
 
 RESULTS = (
     Metric.BEST_VAL_ACCURACY,
-    Metric.BEST_VAL_LOSS,
+    Metric.BEST_VAL_DATA_LOSS,
     Metric.TEST_ACCURACY,
+    Metric.TEST_DATA_LOSS,
+    Metric.BEST_VAL_LOSS,
     Metric.TEST_LOSS,
     Metric.TRAIN_VALID_GAP,
     Metric.BEST_EPOCH,
@@ -28,20 +30,30 @@ RESULTS = (
     Metric.PARAM_COUNT,
     Metric.SECONDS_TRAIN,
 )
-# monitored metric -> (column of the kept epoch's value, ascending order is best first)
-_ORDER = {
-    Metric.VAL_LOSS: (Metric.BEST_VAL_LOSS, True),
-    Metric.VAL_ACCURACY: (Metric.BEST_VAL_ACCURACY, False),
-    Metric.LOSS: (Metric.BEST_VAL_LOSS, True),
-    Metric.ACCURACY: (Metric.BEST_VAL_ACCURACY, False),
-}
-CURVES = (Metric.LOSS, Metric.ACCURACY, Metric.VAL_LOSS, Metric.VAL_ACCURACY)
+# Runs are ranked on quantities that mean the same whatever the run's L2 setting: valid
+# accuracy at the kept epoch, ties broken by the penalty-free valid loss. Keras' `val_loss`
+# includes the L2 penalty, so ranking by it would put every L2 run behind.
+RANK_BY = (Metric.BEST_VAL_ACCURACY, Metric.BEST_VAL_DATA_LOSS)
+RANK_WHY = (
+    f"ranked by `{Metric.BEST_VAL_ACCURACY}` (valid accuracy at the kept epoch), ties by the "
+    f"lower `{Metric.BEST_VAL_DATA_LOSS}` (valid cross-entropy without the L2 penalty): "
+    f"`{Metric.VAL_LOSS}` includes the penalty, so it cannot compare runs with different "
+    "L2 settings"
+)
+CURVES = (
+    Metric.LOSS,
+    Metric.ACCURACY,
+    Metric.VAL_LOSS,
+    Metric.VAL_ACCURACY,
+    Metric.DATA_LOSS,
+    Metric.VAL_DATA_LOSS,
+)
 _FAILED = ("FAILED", "KILLED")
 
 
 @dataclass
 class Comparison:
-    """Runs side by side: `table` has one row per run, best first."""
+    """Runs side by side: `table` has one row per run, best first (`RANK_BY`)."""
 
     table: pd.DataFrame
     varied: list[str]
@@ -90,11 +102,9 @@ def compare(runs: pd.DataFrame, client: MlflowClient | None = None) -> Compariso
     )
     for count in (Metric.BEST_EPOCH, Metric.EPOCHS_RUN, Metric.PARAM_COUNT):
         table[count] = table[count].astype("Int64")
-    monitors = runs.get("params.train.early_stopping.monitor", pd.Series(dtype=object)).dropna()
-    sort_by, ascending = _ORDER.get(
-        monitors.mode()[0] if len(monitors) else "", _ORDER[Metric.VAL_ACCURACY]
+    table = table.sort_values(
+        list(RANK_BY), ascending=[False, True], na_position="last", kind="stable"
     )
-    table = table.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable")
     failed = table["status"].isin(_FAILED)
     failures = table.loc[failed, ["run_id", "run_name", "status"]].copy()
     failures["error"] = [
@@ -104,7 +114,7 @@ def compare(runs: pd.DataFrame, client: MlflowClient | None = None) -> Compariso
     comparison = Comparison(
         table.reset_index(drop=True),
         [c.removeprefix("params.") for c in varied],
-        sort_by,
+        RANK_BY[0],
         failures.reset_index(drop=True),
     )
     if client is not None:

@@ -135,9 +135,14 @@ def heatmap_figure(comparison: Comparison) -> Figure | None:
 
 
 def curves_figure(comparison: Comparison) -> Figure | None:
-    """Every run's loss and accuracy per epoch: valid solid, train dashed, one colour per run."""
+    """Every run's loss and accuracy per epoch: valid solid, train dashed, one colour per run.
+
+    The loss is the penalty-free `data_loss` where every run has it (Keras' `loss` includes
+    the L2 penalty, which would set L2 runs apart for no reason of fit)."""
     if not comparison.curves:
         return None
+    penalty_free = all(h[Metric.DATA_LOSS].notna().any() for h in comparison.curves.values())
+    metrics = (Metric.DATA_LOSS if penalty_free else Metric.LOSS, Metric.ACCURACY)
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     axes = fig.subplots(1, 2)
     colours = iter(_colours(len(comparison.curves)))
@@ -145,10 +150,10 @@ def curves_figure(comparison: Comparison) -> Figure | None:
     for run_id, history in comparison.curves.items():
         colour = next(colours)
         label = comparison.label(by_id.loc[run_id])
-        for ax, metric in zip(axes, (Metric.LOSS, Metric.ACCURACY), strict=True):
+        for ax, metric in zip(axes, metrics, strict=True):
             ax.plot(history.index, history[f"val_{metric}"], color=colour, label=label)
             ax.plot(history.index, history[metric], color=colour, linestyle="--", alpha=0.5)
-    for ax, metric in zip(axes, (Metric.LOSS, Metric.ACCURACY), strict=True):
+    for ax, metric in zip(axes, metrics, strict=True):
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{metric} (valid solid, train dashed)")
         ax.grid(alpha=0.3)

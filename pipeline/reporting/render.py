@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from pipeline.names import Metric
-from pipeline.reporting.comparison import Comparison
+from pipeline.reporting.comparison import RANK_WHY, Comparison
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,7 @@ _Block = _Title | _Heading | _Text | _Best | _Table | _Image
 def _outline(comparison: Comparison, images: Mapping[str, str], title: str) -> Iterator[_Block]:
     total, failed = len(comparison.table), len(comparison.failures)
     yield _Title(title)
-    yield _Text(
-        f"{total} runs, {total - failed} finished, {failed} failed; sorted by "
-        f"`{comparison.sort_by}` (the monitored metric at the kept epoch)."
-    )
+    yield _Text(f"{total} runs, {total - failed} finished, {failed} failed; {RANK_WHY}.")
     best = comparison.best
     if best is not None:
         yield _Best(

@@ -20,13 +20,18 @@ from pipeline.stages.train import TrainResult
 class Evaluation:
     loss: float
     accuracy: float
+    data_loss: float
     probabilities: np.ndarray
     predictions: np.ndarray
     per_class: pd.DataFrame
     confusion: np.ndarray
 
     def metrics(self, prefix: str = "test_") -> dict[str, float]:
-        return {f"{prefix}loss": self.loss, f"{prefix}accuracy": self.accuracy}
+        return {
+            f"{prefix}loss": self.loss,
+            f"{prefix}accuracy": self.accuracy,
+            f"{prefix}data_loss": self.data_loss,
+        }
 
     @property
     def macro_f1(self) -> float:
@@ -39,9 +44,12 @@ def evaluate(
 ) -> Evaluation:
     """Score a compiled model on `split` in inference mode (Dropout passes values through).
 
-    The loss is what Keras reports: cross-entropy plus the L2 penalty, as in `val_loss`.
+    The loss is what Keras reports: cross-entropy plus the L2 penalty, as in `val_loss`;
+    `data_loss` is the cross-entropy alone (see `compile_model`).
     """
-    loss, accuracy = model.evaluate(split.images, split.labels, batch_size=batch_size, verbose=0)
+    scores = model.evaluate(
+        split.images, split.labels, batch_size=batch_size, verbose=0, return_dict=True
+    )
     probabilities = model.predict(split.images, batch_size=batch_size, verbose=0)
     predictions = probabilities.argmax(axis=1)
     labels = list(range(len(classes)))
@@ -57,8 +65,9 @@ def evaluate(
     per_class.index.name = "class"
     per_class["support"] = per_class["support"].astype(int)
     return Evaluation(
-        loss=float(loss),
-        accuracy=float(accuracy),
+        loss=float(scores["loss"]),
+        accuracy=float(scores["accuracy"]),
+        data_loss=float(scores.get(Metric.DATA_LOSS, scores["loss"])),
         probabilities=probabilities,
         predictions=predictions,
         per_class=per_class,
@@ -78,6 +87,8 @@ def summarise(model: keras.Model, result: TrainResult, evaluation: Evaluation) -
         Metric.EPOCHS_RUN: len(result.history),
         Metric.BEST_VAL_LOSS: float(best[Metric.VAL_LOSS]),
         Metric.BEST_VAL_ACCURACY: float(best[Metric.VAL_ACCURACY]),
+        # comparable across L2 settings, unlike best_val_loss (which includes the penalty)
+        Metric.BEST_VAL_DATA_LOSS: float(best.get(Metric.VAL_DATA_LOSS, best[Metric.VAL_LOSS])),
         # train accuracy as Keras reports it (mean over the epoch's batches, dropout on)
         Metric.TRAIN_VALID_GAP: float(best[Metric.ACCURACY] - best[Metric.VAL_ACCURACY]),
         Metric.PARAM_COUNT: model.count_params(),

@@ -15,8 +15,13 @@ from pipeline.tracking.runs import raise_if_stop_requested
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
-    """Logs every epoch's `logs` (loss, accuracy, val_loss, val_accuracy), the learning rate
-    and the epoch's wall time with step = epoch (1-based, as Keras' progress display counts).
+    """Logs every epoch's `logs` (loss, accuracy, data_loss and their val_ twins), the L2
+    penalty, the learning rate and the epoch's wall time with step = epoch (1-based, as Keras'
+    progress display counts).
+
+    The penalty (the sum of the model's regularisation losses at the epoch's end weights) is
+    also added to `logs`, so that Keras' history, hence `training/history.csv`, has it too;
+    `val_loss` = `val_data_loss` + `l2_penalty`.
 
     One `log_batch` per epoch, never per step: logging stays a rounding error next to training.
     """
@@ -40,7 +45,9 @@ class MlflowEpochLogger(keras.callbacks.Callback):
             return
         begin = time.perf_counter()
         seconds = begin - self._started
-        values = {k: float(v) for k, v in (logs or {}).items()}
+        logs = {} if logs is None else logs
+        logs[Name.L2_PENALTY] = float(sum(float(x) for x in self.model.losses))
+        values = {k: float(v) for k, v in logs.items()}
         values.setdefault(Name.LEARNING_RATE, float(self.model.optimizer.learning_rate))
         values[Name.EPOCH_SECONDS] = seconds
         now = int(time.time() * 1000)

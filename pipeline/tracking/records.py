@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -34,7 +36,12 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def log_config(config: Mapping[str, Any], overrides: Sequence[str] = ()) -> None:
-    """Every config value as a dotted param, plus the resolved YAML and the overrides."""
+    """Every config value as a dotted param, plus the resolved YAML and the overrides.
+
+    A list longer than `LONG_LIST` items (the 23 fonts of `data.fonts`) is logged as a digest,
+    `23 items sha256:1a2b3c4d`: in full it would fill MLflow's params table and compare view,
+    while the digest still tells two lists apart. The full list is in config/config.yaml.
+    """
     import yaml
 
     mlflow.log_params({k: _param_value(v) for k, v in flatten(config).items()})
@@ -42,8 +49,14 @@ def log_config(config: Mapping[str, Any], overrides: Sequence[str] = ()) -> None
     mlflow.log_text(yaml.safe_dump(list(overrides)), Artifact.OVERRIDES)
 
 
+LONG_LIST = 4
+
+
 def _param_value(value: Any) -> str:
     if isinstance(value, list | tuple):
+        if len(value) > LONG_LIST:
+            digest = hashlib.sha256(json.dumps(list(value), default=str).encode()).hexdigest()
+            return f"{len(value)} items sha256:{digest[:8]}"
         return "[" + ", ".join(str(v) for v in value) + "]"
     return str(value)
 

@@ -114,7 +114,11 @@ def record_failed_job(
     run = client.create_run(
         store.experiment_id,
         run_name=run_name or " ".join(overrides) or "invalid config",
-        tags={Tag.PARENT_RUN_ID: parent_run_id, Tag.ERROR: message[:5000]},
+        tags={
+            Tag.PARENT_RUN_ID: parent_run_id,
+            Tag.ERROR: message[:5000],
+            Tag.JOB_OVERRIDES: " ".join(overrides)[:5000],
+        },
     )
     given = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in given.items()])

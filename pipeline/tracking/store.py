@@ -22,6 +22,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import TrackingConfig, project_home
+from pipeline.names import ExperimentTag
+from pipeline.tracking.views import VIEW_KEY, experiment_tags
 
 _SQLITE = "sqlite:///"
 
@@ -34,9 +36,14 @@ class Store:
     experiment_id: str
     experiment: str
 
-    def ui_hint(self, run_id: str) -> str:
-        """How to look at a run: the server page, or the `mlflow ui` command for a local store."""
-        page = f"#/experiments/{self.experiment_id}/runs/{run_id}"
+    def ui_hint(self, run_id: str | None = None) -> str:
+        """How to look at a run, or with no run at the experiment's saved comparison view
+        (`pipeline.tracking.views`): the server page, or the `mlflow ui` command for a local
+        store. `workflowType=machine_learning`: MLflow 3.17's UI otherwise shows the GenAI
+        pages (its GenAI / Model training switch overrides the experiment's kind)."""
+        page = f"#/experiments/{self.experiment_id}/runs"
+        page += f"/{run_id}?" if run_id else f"?viewStateShareKey={VIEW_KEY}&"
+        page += "workflowType=machine_learning"
         if self.uri.startswith(("http://", "https://")):
             return f"{self.uri.rstrip('/')}/{page}"
         return f"mlflow ui --backend-store-uri {self.uri}  # then open http://127.0.0.1:5000/{page}"
@@ -111,7 +118,8 @@ def connect(
     timeout_s: float = 15.0,
     retries: int = 2,
 ) -> Store:
-    """Point MLflow at the store and make sure the experiment exists (safe under concurrency).
+    """Point MLflow at the store and make sure the experiment exists (safe under concurrency),
+    tagged so that MLflow's UI opens it on the runs table (`pipeline.tracking.views`).
 
     The first access of a database store creates or checks its schema under the store's
     `schema` lock, so that runs started together on a new store never race on migrations.
@@ -140,7 +148,9 @@ def connect(
     if found is None:
         location = artifact_location or default_artifact_location(resolved)
         try:
-            experiment_id = client.create_experiment(experiment, artifact_location=location)
+            experiment_id = client.create_experiment(
+                experiment, artifact_location=location, tags=experiment_tags()
+            )
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # another job made it first
                 raise
@@ -156,6 +166,12 @@ def connect(
         )
     else:
         experiment_id = found.experiment_id
+        # made before the pipeline tagged its experiments, or by hand: tag it now (a kind that
+        # someone chose in the UI stays; the saved view is the pipeline's own, kept current)
+        for key, value in experiment_tags().items():
+            chosen = key == ExperimentTag.KIND and key in found.tags
+            if found.tags.get(key) != value and not chosen:
+                client.set_experiment_tag(experiment_id, key, value)
     return Store(resolved, experiment_id, experiment)
 
 

@@ -37,16 +37,37 @@ SWEEP_FILE = "mlflow_sweep.json"
 JOB_GRACE_SECONDS = 10.0
 
 
+# short names for the keys sweeps vary most, so that a run's name fits the UI's name column
+ALIASES = {
+    "model.l2_beta": "l2",
+    "model.dropout_rate": "drop",
+    "model.hidden_units": "units",
+    "train.learning_rate": "lr",
+    "train.batch_size": "batch",
+    "train.optimizer": "opt",
+}
+
+
+def run_name(overrides: list[str]) -> str:
+    """`model.l2_beta=0.001 model.dropout_rate=0.5` -> `l2=0.001 drop=0.5`: a known key by its
+    alias, any other by its last part (`data.fonts` -> `fonts`), or in full where two last
+    parts would read the same. The run's full overrides are in its `overrides` tag."""
+    pairs = [o.lstrip("+~").split("=", 1) for o in overrides if "=" in o]
+    short = [ALIASES.get(key, key.rsplit(".", 1)[-1]) for key, _ in pairs]
+    names = [s if short.count(s) == 1 else key for s, (key, _) in zip(short, pairs, strict=True)]
+    return " ".join(f"{name}={value}" for name, (_, value) in zip(names, pairs, strict=True))
+
+
 def job_context(overrides: list[str]) -> tuple[str | None, str | None]:
-    """Inside a sweep job: (the parent run's id, a run name made of the swept settings);
-    (None, None) outside a sweep."""
+    """Inside a sweep job: (the parent run's id, a short run name made of the swept settings,
+    `run_name`); (None, None) outside a sweep."""
     config = HydraConfig.get()
     path = Path(config.sweep.dir) / SWEEP_FILE
     if config.mode is None or config.mode.name != "MULTIRUN" or not path.exists():
         return None, None
     sweep = json.loads(path.read_text())
     swept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in sweep["swept"]]
-    return sweep["parent_run_id"], " ".join(swept) or None
+    return sweep["parent_run_id"], run_name(swept) or None
 
 
 def swept_keys(config: DictConfig) -> list[str]:
@@ -117,6 +138,7 @@ class MlflowSweepCallback(Callback):
         from mlflow.tracking import MlflowClient
 
         from pipeline.reporting.comparison import compare, find_runs
+        from pipeline.tracking.store import Store
 
         client = MlflowClient(self.uri)
         parent = client.get_run(self.run_id)
@@ -138,6 +160,9 @@ class MlflowSweepCallback(Callback):
                 )
         self._end_if_running("FAILED" if failed or runs.empty else "FINISHED")
         log.info("Comparison logged to the sweep's parent run %s", self.run_id)
+        experiment = client.get_experiment(parent.info.experiment_id)
+        store = Store(str(self.uri), experiment.experiment_id, experiment.name)
+        log.info("Compare the runs: %s", store.ui_hint())
         if failed or runs.empty:
             log.error("%d of the sweep's runs failed: see the parent run's report", failed)
             raise SystemExit(1)
@@ -181,15 +206,19 @@ def log_comparison(
     from mlflow.entities import RunTag
 
     from pipeline.reporting.figures import comparison_figures
-    from pipeline.reporting.render import markdown
+    from pipeline.reporting.render import data_uri, html, markdown
 
     folder = Artifact.COMPARISON_DIR
     client.log_text(parent_run_id, comparison.table.to_csv(index=False), f"{folder}/comparison.csv")
-    images = {}
+    images, inline = {}, {}
     for name, fig in comparison_figures(comparison).items():
         client.log_figure(parent_run_id, fig, f"{folder}/{name}.png")
         images[name] = f"{name}.png"
+        inline[name] = data_uri(fig)
     client.log_text(parent_run_id, markdown(comparison, images, title), f"{folder}/report.md")
+    # MLflow's UI shows report.md's relative image links as text; it renders HTML artifacts,
+    # so the same report with its figures inline is what to open there
+    client.log_text(parent_run_id, html(comparison, inline, title), Artifact.REPORT_HTML)
     tags = {
         Tag.SWEEP_RUNS: str(len(comparison.table)),
         Tag.SWEEP_FAILED: str(len(comparison.failures)),
@@ -204,11 +233,13 @@ def log_comparison(
             m: float(best[m])
             for m in (
                 Metric.BEST_VAL_ACCURACY,
+                Metric.BEST_VAL_DATA_LOSS,
                 Metric.BEST_VAL_LOSS,
                 Metric.TEST_ACCURACY,
+                Metric.TEST_DATA_LOSS,
                 Metric.TEST_LOSS,
             )
-            if pd.notna(best[m])
+            if m in best and pd.notna(best[m])
         }
     now = int(time.time() * 1000)
     client.log_batch(

@@ -23,8 +23,9 @@ def finished(tmp_path_factory: pytest.TempPathFactory):
     from conftest import TINY, settings
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
-    cfg = settings(*TINY, f"tracking.uri={uri}", "tracking.experiment=e2e", "train.epochs=4")
-    metrics = run(cfg, overrides=["train.epochs=4"])
+    overrides = ["train.epochs=4", "model.l2_beta=0.001"]
+    cfg = settings(*TINY, f"tracking.uri={uri}", "tracking.experiment=e2e", *overrides)
+    metrics = run(cfg, overrides=overrides)
     client = MlflowClient(uri)
     [found] = client.search_runs(client.get_experiment_by_name("e2e").experiment_id)
     return cfg, metrics, client, found
@@ -44,9 +45,20 @@ def test_run_finished_with_dotted_params(finished) -> None:
 def test_metric_histories_have_one_point_per_epoch(finished) -> None:
     _, metrics, client, found = finished
     epochs = int(metrics["epochs_run"])
-    for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+    names = ("loss", "accuracy", "val_loss", "val_accuracy", "val_data_loss", "l2_penalty")
+    for name in names:
         history = client.get_metric_history(found.info.run_id, name)
         assert [m.step for m in history] == list(range(1, epochs + 1)), name
+    # the penalty-free valid loss plus the L2 penalty is Keras' val_loss, every epoch
+    history = {
+        name: [m.value for m in client.get_metric_history(found.info.run_id, name)]
+        for name in ("val_loss", "val_data_loss", "l2_penalty")
+    }
+    assert min(history["l2_penalty"]) > 0
+    assert history["val_loss"] == pytest.approx(
+        np.add(history["val_data_loss"], history["l2_penalty"]), rel=1e-5
+    )
+    assert found.data.tags["overrides"] == "train.epochs=4 model.l2_beta=0.001"
 
 
 def test_best_epoch_metrics_are_the_restored_epoch(finished) -> None:

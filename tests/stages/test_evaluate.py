@@ -10,6 +10,7 @@ from pipeline.reporting import figures as run_figures
 from pipeline.stages.data import CLASSES, Split
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.model import build_model
+from pipeline.stages.train import compile_model, make_optimizer
 
 
 @pytest.fixture
@@ -19,21 +20,31 @@ def scored():
         rng.integers(0, 256, size=(200, 28, 28), dtype=np.uint8),
         np.arange(200, dtype=np.uint8) % 10,
     )
-    model = build_model(hidden_units=(16,), dropout_rate=0.5)
-    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return split, evaluate(model, split, CLASSES)
+    model = build_model(hidden_units=(16,), dropout_rate=0.5, l2_beta=0.1)
+    compile_model(model, make_optimizer("sgd", 0.1))
+    return split, evaluate(model, split, CLASSES), model
 
 
 def test_metrics_agree_with_predictions(scored) -> None:
-    split, ev = scored
+    split, ev, model = scored
     assert ev.accuracy == pytest.approx(float((ev.predictions == split.labels).mean()))
     assert ev.probabilities.shape == (200, 10)
     np.testing.assert_allclose(ev.probabilities.sum(axis=1), 1.0, rtol=1e-5)
-    assert ev.metrics() == {"test_loss": ev.loss, "test_accuracy": ev.accuracy}
+    assert ev.metrics() == {
+        "test_loss": ev.loss,
+        "test_accuracy": ev.accuracy,
+        "test_data_loss": ev.data_loss,
+    }
+    # Keras' loss is the cross-entropy plus the L2 penalty; data_loss is the cross-entropy
+    penalty = sum(float(x) for x in model.losses)
+    assert penalty > 0.01
+    assert ev.loss == pytest.approx(ev.data_loss + penalty, rel=1e-5)
+    cross_entropy = -np.log(ev.probabilities[np.arange(200), split.labels]).mean()
+    assert ev.data_loss == pytest.approx(cross_entropy, rel=1e-4)
 
 
 def test_per_class_report_and_confusion(scored) -> None:
-    split, ev = scored
+    split, ev, _ = scored
     assert list(ev.per_class.index) == list(CLASSES)
     assert {"precision", "recall", "f1-score", "support"} <= set(ev.per_class.columns)
     assert ev.per_class["support"].tolist() == [20] * 10
@@ -43,7 +54,7 @@ def test_per_class_report_and_confusion(scored) -> None:
 
 
 def test_evaluation_is_deterministic(scored) -> None:
-    split, _ = scored
+    split, _, _ = scored
     model = build_model(hidden_units=(16,), dropout_rate=0.5)
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     first, second = evaluate(model, split, CLASSES), evaluate(model, split, CLASSES)
@@ -52,7 +63,7 @@ def test_evaluation_is_deterministic(scored) -> None:
 
 
 def test_figures(scored) -> None:
-    split, ev = scored
+    split, ev, _ = scored
     history = pd.DataFrame(
         {
             "loss": [1.0, 0.5],

@@ -101,7 +101,7 @@ def test_early_stopping_restores_best_weights(data) -> None:
     assert result.stopped_early
     assert len(result.history) < 30
     assert result.best_epoch < len(result.history)
-    val_loss, _ = model.evaluate(data.valid.images, data.valid.labels, verbose=0)
+    val_loss = model.evaluate(data.valid.images, data.valid.labels, verbose=0)[0]
     assert val_loss == pytest.approx(result.best["val_loss"], rel=1e-4)
 
 

@@ -39,7 +39,8 @@ def test_epoch_logger_logs_once_per_epoch_with_epoch_steps(store_uri: str) -> No
             callbacks=[MlflowEpochLogger(run.info.run_id)],
         )
     client = MlflowClient(store_uri)
-    for name in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"):
+    names = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds")
+    for name in (*names, "l2_penalty"):
         history = client.get_metric_history(run.info.run_id, name)
         assert [m.step for m in history] == [1, 2, 3], name
     assert client.get_metric_history(run.info.run_id, "learning_rate")[0].value == pytest.approx(

@@ -111,3 +111,27 @@ def test_store_with_an_old_schema_says_how_to_upgrade(store_uri: str, tmp_path: 
     uri = f"sqlite:///{old}"
     with pytest.raises(TrackingError, match=f"back it up, then run: mlflow db upgrade {uri}$"):
         connect(uri, "exp")
+
+
+def test_experiments_open_as_model_training_with_the_comparison_view(store_uri: str) -> None:
+    import json
+
+    client = MlflowClient(store_uri)
+    store = connect(store_uri, "new")
+    tags = client.get_experiment(store.experiment_id).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(tags["mlflow.sharedViewState.compare"])
+    assert view["selectedColumns"][0] == "metrics.`best_val_accuracy`"
+    [parallel] = [c for c in view["compareRunCharts"] if c["type"] == "PARALLEL"]
+    assert parallel["selectedParams"] == ["model.l2_beta", "model.dropout_rate"]
+    assert "runs?viewStateShareKey=compare&workflowType=machine_learning" in store.ui_hint()
+    # an experiment made elsewhere (by hand, an older version) is tagged when next used,
+    # but a kind chosen in the UI stays
+    old = client.create_experiment("old")
+    client.set_experiment_tag(old, "mlflow.sharedViewState.compare", "{}")
+    connect(store_uri, "old")
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment(old).tags["mlflow.sharedViewState.compare"] != "{}"
+    chosen = client.create_experiment("chosen", tags={"mlflow.experimentKind": "genai_development"})
+    connect(store_uri, "chosen")
+    assert client.get_experiment(chosen).tags["mlflow.experimentKind"] == "genai_development"

@@ -68,9 +68,13 @@ def load_notmnist(
     digest = _source_digest(fmt, source)
     entry = cache_key([fmt, digest, convert])
     caps = (max_member_bytes, max_total_bytes)
-    pool, hit = cached_pool(
-        folder if cache else None, entry, lambda: _read(fmt, source, convert, allow_pickle, caps)
-    )
+
+    def read() -> Pool:
+        if source.is_dir() or source.stat().st_size >= _ANNOUNCE_BYTES:  # not to look stuck
+            log.info("Decoding %s (once: then cached in %s)", source, folder)
+        return _read(fmt, source, convert, allow_pickle, caps)
+
+    pool, hit = cached_pool(folder if cache else None, entry, read)
     log.info(
         "Data: %d images from %s (%s%s)", len(pool.labels), source, fmt, ", cached" if hit else ""
     )
@@ -96,6 +100,10 @@ def load_notmnist(
             from_cache=hit,
         ),
     )
+
+
+# a file from the 7,000-image sample's size up (seconds to decode), or a folder of PNGs
+_ANNOUNCE_BYTES = 2_000_000
 
 
 def locate(path: Path, format: str) -> tuple[str, Path]:

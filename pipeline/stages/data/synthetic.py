@@ -8,6 +8,7 @@ comes from one seeded generator, so the same arguments give the same bytes.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,6 +38,8 @@ _STROKE_FILTERS = (
     ImageFilter.MaxFilter(9),
 )
 _STROKE_PROBS = (0.2, 0.4, 0.25, 0.15)
+
+log = logging.getLogger(__name__)
 
 
 def font_dir() -> Path:
@@ -143,6 +146,9 @@ def render_letters(
     return np.clip(np.rint(images), 0, 255).astype(np.uint8), labels
 
 
+_ANNOUNCE = 10_000  # letters: about 2 s of rendering on our 2-core machine
+
+
 def load_synthetic(
     train_size: int,
     valid_size: int,
@@ -186,11 +192,13 @@ def load_synthetic(
             matplotlib.__version__,
         ]
     )
-    pool, hit = cached_pool(
-        resolve_cache_dir(cache_dir) if cache else None,
-        entry,
-        lambda: Pool(*render_letters(n, seed, fonts, **distortions)),
-    )
+
+    def render() -> Pool:
+        if n >= _ANNOUNCE:  # one line, so that a first run does not look stuck
+            log.info("Rendering %d letters (about %.0f s, once: then cached)", n, n / 5000)
+        return Pool(*render_letters(n, seed, fonts, **distortions))
+
+    pool, hit = cached_pool(resolve_cache_dir(cache_dir) if cache else None, entry, render)
     parts = stratified_split(pool.labels, (train_size, valid_size, test_size), seed)
     train, valid, test = (Split(pool.images[idx], pool.labels[idx]) for idx in parts)
     return Dataset(

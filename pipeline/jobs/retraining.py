@@ -178,7 +178,9 @@ def _attempt(
     from pipeline.stages.data.notmnist import source_digest
 
     data, holdout = cfg.data, cfg.retrain.holdout
-    assert isinstance(data, NotMnistDataConfig) and data.path and holdout.path  # the CLI checks
+    assert isinstance(data, NotMnistDataConfig)  # the CLI checks these three
+    assert data.path
+    assert holdout.path
     name = cfg.registry.model_name
     client = MlflowClient(store.uri)
     data_digest = source_digest(data.path, data.format)
@@ -355,9 +357,7 @@ def _record_scores(
     )
 
 
-def _describe(
-    decision: str, reason: str, scores: Scores, champion: Any, data_digest: str
-) -> str:
+def _describe(decision: str, reason: str, scores: Scores, champion: Any, data_digest: str) -> str:
     """The version's description, as a person reads it on the Models page."""
     against = f"champion version {champion.version}" if champion else "no champion"
     return (
@@ -397,7 +397,10 @@ def _move(client: MlflowClient, name: str, action: str, version: str | None) -> 
     if action == "rollback":
         target = reg.rollback_target(client, name)
         if target is None:
-            return Outcome("refused", "no previous champion to roll back to", EXIT_FAILED)
+            reason = "no previous champion to roll back to"
+            return Outcome(
+                "refused", reason, EXIT_FAILED, champion_before=before, champion_after=before
+            )
         reg.restore_champion(client, name, target[1])
         reason = f"rolled back by hand from version {target[0]} to {target[1]}"
         after = target[1]
@@ -405,7 +408,10 @@ def _move(client: MlflowClient, name: str, action: str, version: str | None) -> 
         assert version is not None
         client.get_model_version(name, version)  # an unknown version fails here, by name
         if version == before:
-            return Outcome("refused", f"version {version} is already the champion", EXIT_FAILED)
+            reason = f"version {version} is already the champion"
+            return Outcome(
+                "refused", reason, EXIT_FAILED, champion_before=before, champion_after=before
+            )
         reg.set_champion(client, name, version)
         reason = f"promoted by hand (champion was {before})"
         after = version

@@ -47,9 +47,7 @@ def logged_model_id(client: MlflowClient, run_id: str) -> str:
     return str(found[0].model_id)
 
 
-def register(
-    name: str, model_id: str, tags: Mapping[str, str], description: str
-) -> ModelVersion:
+def register(name: str, model_id: str, tags: Mapping[str, str], description: str) -> ModelVersion:
     """A new version of `name` (created if need be) from a logged model, with its tags and
     description in place before any alias can point at it."""
     version = mlflow.register_model(f"models:/{model_id}", name, tags=dict(tags))

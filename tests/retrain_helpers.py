@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 from hydra import compose, initialize_config_dir
+from make_sources import letters, write_idx
 from omegaconf import OmegaConf
 
 from pipeline.config import RetrainAppConfig, config_dir, validate_retrain
-from make_sources import letters, write_idx
 
 # tiny training for a registry: fractions, since removing holdout copies changes the count
 SMALL = (

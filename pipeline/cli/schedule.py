@@ -155,7 +155,10 @@ def _hydra_main(cfg: DictConfig) -> None:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    serve(schedule, list(HydraConfig.get().overrides.task))
+    hydra_cfg = HydraConfig.get()
+    # each retrain's own Hydra folder (config, log) goes inside the scheduler's
+    run_dir = f"hydra.run.dir={hydra_cfg.runtime.output_dir}/retrain-${{now:%Y-%m-%d_%H-%M-%S}}"
+    serve(schedule, [*hydra_cfg.overrides.task, run_dir])
 
 
 def main() -> None:

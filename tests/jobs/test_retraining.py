@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from retrain_helpers import SMALL, Sources, retrain_settings
@@ -186,8 +185,76 @@ def test_a_new_holdout_re_evaluates_the_champion_on_it(history) -> None:
 @pytest.mark.slow
 def test_every_attempt_is_one_finished_audit_run(history) -> None:
     outcomes, client, _, _ = history
-    runs = audit_runs(client)
+    runs = {
+        k: r for k, r in audit_runs(client).items() if r.data.tags[Tag.RETRAIN_ACTION] == "retrain"
+    }
     assert len(runs) == len(outcomes)
     assert {o.audit_run_id for o in outcomes.values()} == set(runs)
     assert {r.info.status for r in runs.values()} == {"FINISHED"}
-    assert np.all([r.data.tags[Tag.RETRAIN_ACTION] == "retrain" for r in runs.values()])
+
+
+# -- the registry command on the same registry (champions so far: 1, then 2) -------------
+
+
+@pytest.mark.slow
+def test_rollback_and_promote_move_the_champion_and_are_audited(history, capsys) -> None:
+    from pipeline.cli.registry import main
+
+    _, client, _, _ = history
+    store = f"tracking.uri={client.tracking_uri}"
+
+    def champion() -> str:
+        return str(client.get_model_version_by_alias("notmnist", "champion").version)
+
+    assert main(["rollback", store]) == 0
+    assert champion() == "1"
+    assert "champion 2 -> 1" in capsys.readouterr().out
+    assert main(["rollback", store]) == 1  # nothing older than version 1
+    assert "no previous champion" in capsys.readouterr().out
+    assert champion() == "1"
+    assert main(["promote", "3", store]) == 0
+    assert champion() == "3"
+    assert main(["promote", "99", store]) == 1
+    assert "version=99" in capsys.readouterr().err
+    assert champion() == "3"
+
+    manual = [
+        r for r in audit_runs(client).values() if r.data.tags[Tag.RETRAIN_ACTION] != "retrain"
+    ]
+    moves = [
+        (r.data.tags[Tag.RETRAIN_ACTION], r.data.tags.get(Tag.CHAMPION_BEFORE), r.info.status)
+        for r in manual
+    ]
+    assert moves == [
+        ("rollback", "2", "FINISHED"),
+        ("rollback", "1", "FINISHED"),
+        ("promote", "1", "FINISHED"),
+        ("promote", None, "FAILED"),  # no version 99: the error is the audit's
+    ]
+    assert manual[0].data.tags[Tag.CHAMPION_AFTER] == "1"
+    assert manual[2].data.tags[Tag.DECISION] == "manual_promote"
+    assert client.get_model_version("notmnist", "3").tags[Tag.DECISION] == "promote (manual)"
+
+
+@pytest.mark.slow
+def test_registry_list_shows_versions_aliases_scores_and_decisions(history, capsys) -> None:
+    from pipeline.cli.registry import main
+
+    _, client, _, _ = history
+    assert main(["list", f"tracking.uri={client.tracking_uri}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header, rows = lines[1].split(), [line.split() for line in lines[2:]]
+    assert header == [
+        "version",
+        "aliases",
+        "accuracy",
+        "macro_f1",
+        "data_digest",
+        "decision",
+        "created",
+    ]
+    assert [row[0] for row in rows] == ["4", "3", "2", "1"]
+    assert rows[1][1] == "champion"  # promoted by hand in the test before
+    assert rows[0][1] == "challenger"
+    accuracy = client.get_model_version("notmnist", "4").tags[Metric.HOLDOUT_ACCURACY]
+    assert rows[0][2] == accuracy

@@ -32,7 +32,7 @@ def test_retrain_rejects_out_of_range_and_unknown_keys() -> None:
     assert bad.returncode == 2
     assert (
         bad.stderr.strip()
-        == "config error: retrain.min_delta=5.0: Input should be less than or equal to 1"
+        == "config error: retrain.min_delta=5: Input should be less than or equal to 1"
     )
     typo = cli("retrain.min_delt=0.1", module="pipeline.retrain")
     assert typo.returncode == 2

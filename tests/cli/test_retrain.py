@@ -153,3 +153,21 @@ def test_scheduler_runs_the_job_one_at_a_time_and_stops_on_sigterm(
         assert later.info.start_time >= earlier.info.end_time  # never two at once
     assert "locked_out" not in {r.data.tags.get(Tag.DECISION) for r in runs}
     assert list((tmp_path / "run").iterdir()), "each retrain's Hydra folder is the scheduler's"
+
+
+def test_compose_scheduler_service_runs_the_schedule_command_with_a_valid_config() -> None:
+    import yaml
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.cli.retrain import settings
+    from pipeline.config import RetrainAppConfig, check_override_keys, config_dir
+
+    service = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["services"][
+        "scheduler"
+    ]
+    assert service["entrypoint"] == ["python", "-m", "pipeline.schedule"]
+    check_override_keys(service["command"], RetrainAppConfig)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = settings(compose(config_name="retrain", overrides=service["command"]))
+    assert cfg.schedule.cron == "0 3 * * *"
+    assert cfg.retrain.holdout.path == "/data/holdout"

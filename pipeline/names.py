@@ -76,6 +76,7 @@ class Tag:
     CHAMPION_BEFORE: Final = "retrain.champion_before"
     CHAMPION_AFTER: Final = "retrain.champion_after"
     LOCK_HOLDER: Final = "retrain.lock_holder"
+    MANUAL: Final = "retrain.manual"  # versions: the last promote/rollback by hand to them
     CHAMPION_HISTORY: Final = "champion.history"  # registered model: champion versions, in order
 
 

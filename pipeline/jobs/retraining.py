@@ -415,6 +415,6 @@ def _move(client: MlflowClient, name: str, action: str, version: str | None) -> 
         reg.set_champion(client, name, version)
         reason = f"promoted by hand (champion was {before})"
         after = version
-    client.set_model_version_tag(name, after, Tag.DECISION, f"{action} (manual)")
-    client.set_model_version_tag(name, after, Tag.REASON, reason)
+    # the version keeps its gate decision; the move by hand is noted beside it
+    client.set_model_version_tag(name, after, Tag.MANUAL, f"{action} by hand")
     return Outcome(f"manual_{action}", reason, champion_before=before, champion_after=after)

@@ -160,7 +160,9 @@ def table(client: MlflowClient, name: str) -> list[Row]:
                 accuracy=tags.get(Metric.HOLDOUT_ACCURACY, ""),
                 macro_f1=tags.get(Metric.HOLDOUT_MACRO_F1, ""),
                 data_digest=tags.get(Tag.DATA_SOURCE_DIGEST, "")[:12],
-                decision=tags.get(Tag.DECISION, "(undecided)"),
+                decision="; ".join(
+                    filter(None, [tags.get(Tag.DECISION, "(undecided)"), tags.get(Tag.MANUAL)])
+                ),
                 created=created.strftime("%Y-%m-%d %H:%M"),
             )
         )

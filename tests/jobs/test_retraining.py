@@ -233,7 +233,9 @@ def test_rollback_and_promote_move_the_champion_and_are_audited(history, capsys)
     ]
     assert manual[0].data.tags[Tag.CHAMPION_AFTER] == "1"
     assert manual[2].data.tags[Tag.DECISION] == "manual_promote"
-    assert client.get_model_version("notmnist", "3").tags[Tag.DECISION] == "promote (manual)"
+    promoted = client.get_model_version("notmnist", "3").tags
+    assert (promoted[Tag.DECISION], promoted[Tag.MANUAL]) == ("kept", "promote by hand")
+    assert client.get_model_version("notmnist", "1").tags[Tag.MANUAL] == "rollback by hand"
 
 
 @pytest.mark.slow

@@ -58,7 +58,6 @@ def _hydra_main(cfg: DictConfig) -> None:
         raise SystemExit(2) from None
     overrides = list(HydraConfig.get().overrides.task)
 
-    _process.import_tensorflow_without_jax()  # only once the config is known good
     from pipeline.jobs.retraining import EXIT_FAILED, retrain
     from pipeline.stages.data.dataset import DataError
     from pipeline.tracking.runs import raise_interrupt
@@ -66,7 +65,13 @@ def _hydra_main(cfg: DictConfig) -> None:
     # SIGTERM (a scheduler stopping the job) ends the audit run KILLED, as Ctrl-C does
     signal.signal(signal.SIGTERM, raise_interrupt)
     try:
-        outcome = retrain(retrain_cfg, overrides, started=_process.STARTED)
+        outcome = retrain(
+            retrain_cfg,
+            overrides,
+            started=_process.STARTED,
+            # TensorFlow only when a challenger is trained: a skip (most cron calls) is quick
+            before_training=_process.import_tensorflow_without_jax,
+        )
     except DataError as exc:  # bad input: the audit run is already marked FAILED
         print(f"data error: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_FAILED) from None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -141,16 +141,20 @@ class Outcome:
 
 
 def retrain(
-    cfg: RetrainAppConfig, overrides: Sequence[str] = (), started: float | None = None
+    cfg: RetrainAppConfig,
+    overrides: Sequence[str] = (),
+    started: float | None = None,
+    before_training: Callable[[], None] | None = None,
 ) -> Outcome:
     """One retraining attempt, recorded as one audit run; locked out when another attempt
-    for the same registered model holds the lock."""
+    for the same registered model holds the lock. `before_training` runs only when a
+    challenger is trained (the entry point imports TensorFlow there: a skip never does)."""
     name = cfg.registry.model_name
     store = connect(cfg.tracking.uri, cfg.retrain.experiment)
     with audit_run(store, "retrain", {Tag.RETRAIN_ACTION: "retrain", Tag.MODEL_NAME: name}) as au:
         try:
             with store_lock(store.uri, f"retrain-{name}", 0, cfg.retrain.lock):
-                outcome = _attempt(cfg, overrides, started, store, au)
+                outcome = _attempt(cfg, overrides, started, store, au, before_training)
         except LockHeldError as exc:
             outcome = Outcome("locked_out", str(exc), EXIT_LOCKED)
             au.tags({Tag.LOCK_HOLDER: json.dumps(exc.holder)})
@@ -174,6 +178,7 @@ def _attempt(
     started: float | None,
     store: Store,
     audit: Audit,
+    before_training: Callable[[], None] | None,
 ) -> Outcome:
     from pipeline.stages.data.notmnist import source_digest
 
@@ -220,6 +225,8 @@ def _attempt(
             )
         }
     )
+    if before_training is not None:
+        before_training()
     from pipeline.jobs.training import run
 
     run(training_cfg, overrides, started=started)

@@ -69,6 +69,7 @@ class Tag:
     TRAINING_RUN_ID: Final = "retrain.training_run_id"  # (+ versions)
     AUDIT_RUN_ID: Final = "retrain.audit_run_id"  # (versions, training runs)
     HOLDOUT_DIGEST: Final = "retrain.holdout_digest"  # (+ versions)
+    HOLDOUT_PATH: Final = "retrain.holdout_path"
     CONFIG_DIGEST: Final = "retrain.config_digest"  # (+ versions)
     FINGERPRINT: Final = "retrain.fingerprint"  # data + config + holdout digests (+ versions)
     MODEL_NAME: Final = "retrain.model_name"

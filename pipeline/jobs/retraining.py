@@ -200,7 +200,7 @@ def _attempt(
             Tag.CONFIG_DIGEST: digest,
             Tag.FINGERPRINT: identity,
             Tag.DATA_SOURCE: data.path,
-            "retrain.holdout_path": holdout.path,
+            Tag.HOLDOUT_PATH: holdout.path,
         }
     )
     champion = reg.alias_version(client, name, reg.CHAMPION)

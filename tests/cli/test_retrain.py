@@ -171,3 +171,17 @@ def test_compose_scheduler_service_runs_the_schedule_command_with_a_valid_config
         cfg = settings(compose(config_name="retrain", overrides=service["command"]))
     assert cfg.schedule.cron == "0 3 * * *"
     assert cfg.retrain.holdout.path == "/data/holdout"
+
+
+def test_registry_command_on_an_empty_store_and_its_usage_errors(store_uri: str) -> None:
+    empty = cli("list", module="pipeline.registry")
+    assert empty.returncode == 0, empty.stderr[-3000:]
+    assert empty.stdout.strip() == f"no versions of model 'notmnist' in {store_uri}"
+    no_version = cli("promote", module="pipeline.registry")
+    assert no_version.returncode == 2
+    assert no_version.stderr.startswith("usage: python -m pipeline.registry promote VERSION")
+    typo = cli("list", "registry.name=x", module="pipeline.registry")
+    assert typo.returncode == 2
+    assert (
+        typo.stderr.strip() == "config error: unknown key 'registry.name': registry has model_name"
+    )

@@ -260,3 +260,20 @@ def test_registry_list_shows_versions_aliases_scores_and_decisions(history, caps
     assert rows[0][1] == "challenger"
     accuracy = client.get_model_version("notmnist", "4").tags[Metric.HOLDOUT_ACCURACY]
     assert rows[0][2] == accuracy
+
+
+def test_a_failed_attempt_is_a_failed_audit_run_with_its_error(
+    tmp_path: Path, store_uri: str
+) -> None:
+    from pipeline.jobs.retraining import retrain
+    from pipeline.stages.data import DataError
+
+    src = Sources(tmp_path / "sources")
+    missing = tmp_path / "no-such-holdout"
+    cfg = retrain_settings(*SMALL, f"data.path={src.v1}", f"retrain.holdout.path={missing}")
+    with pytest.raises(DataError, match="no-such-holdout"):
+        retrain(cfg)
+    [failed] = audit_runs(MlflowClient(store_uri)).values()
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags[Tag.DECISION] == "failed"
+    assert "no-such-holdout" in failed.data.tags[Tag.REASON]

@@ -18,8 +18,13 @@ from retrain_helpers import SMALL, Sources
 from pipeline.names import Tag
 
 
-def test_retrain_without_a_holdout_is_a_config_error() -> None:
-    result = cli("data=notmnist", "data.path=/x.tar.gz", module="pipeline.retrain")
+def test_retrain_without_a_holdout_is_a_config_error(tmp_path: Path) -> None:
+    result = cli(
+        "data=notmnist",
+        "data.path=/x.tar.gz",
+        f"hydra.run.dir={tmp_path}",
+        module="pipeline.retrain",
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "config error: retrain.holdout.path is required: the frozen evaluation set "
@@ -27,8 +32,8 @@ def test_retrain_without_a_holdout_is_a_config_error() -> None:
     ]
 
 
-def test_retrain_rejects_out_of_range_and_unknown_keys() -> None:
-    bad = cli("retrain.min_delta=5", module="pipeline.retrain")
+def test_retrain_rejects_out_of_range_and_unknown_keys(tmp_path: Path) -> None:
+    bad = cli("retrain.min_delta=5", f"hydra.run.dir={tmp_path}", module="pipeline.retrain")
     assert bad.returncode == 2
     assert (
         bad.stderr.strip()
@@ -45,6 +50,7 @@ def test_schedule_rejects_a_bad_cron_expression(tmp_path: Path) -> None:
         "data.path=/x.tar.gz",
         "retrain.holdout.path=/y.tar.gz",
         "schedule.cron='61 * * * *'",
+        f"hydra.run.dir={tmp_path}",
         module="pipeline.schedule",
     )
     assert result.returncode == 2

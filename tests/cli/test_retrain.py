@@ -82,12 +82,14 @@ def _popen(module: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def _wait_for(condition, proc: subprocess.Popen[str], timeout: float = 240) -> None:
+def _wait_for(
+    condition, proc: subprocess.Popen[str], every: float = 0.5, timeout: float = 240
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.5)
+        time.sleep(every)
 
 
 def _training_epochs(client: MlflowClient) -> bool:
@@ -119,6 +121,23 @@ def test_second_retrain_is_locked_out_and_a_killed_holder_frees_the_lock(
     with store_lock(store_uri, "retrain-notmnist", timeout=0):
         pass
     assert client.search_model_versions("name = 'notmnist'") == []
+
+    # killed again, this time as soon as its version exists: any alias points at a version
+    # whose registration is complete (tags and description), and the lock is free again
+    third = _popen("pipeline.retrain", *_args(sources, tmp_path, "train.epochs=1"))
+    try:
+        _wait_for(lambda: client.search_model_versions("name = 'notmnist'") != [], third, 0.05)
+        third.send_signal(signal.SIGKILL)
+        third.wait(timeout=30)
+    finally:
+        third.kill()
+        third.communicate()
+    with store_lock(store_uri, "retrain-notmnist", timeout=0):
+        pass
+    assert len(client.search_model_versions("name = 'notmnist'")) == 1
+    for alias, number in client.get_registered_model("notmnist").aliases.items():
+        tags = client.get_model_version("notmnist", str(number)).tags
+        assert {Tag.FINGERPRINT, Tag.TRAINING_RUN_ID} <= set(tags), alias
     experiment = client.get_experiment_by_name("retraining")
     runs = client.search_runs([experiment.experiment_id], order_by=["attribute.start_time ASC"])
     [locked] = [r for r in runs if r.data.tags.get(Tag.DECISION) == "locked_out"]

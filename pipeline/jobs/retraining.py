@@ -38,13 +38,14 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_LOCKED = 3
 
-# Data settings that say where the data is or how it is cached, not what it is: the source
-# digest stands for the content, so moving the file does not count as a change.
-_NOT_RESULT = {
-    "data": {"path", "url", "format", "cache", "cache_dir", "expected_size", "sha256"},
-    "data_exclude": {"allow_pickle", "exclude_path", "exclude_format"},
-    "train": {"verbose"},
-}
+# Data settings that say where the data (or the holdout) is, or how it is read and cached,
+# not what it is: the source and holdout digests stand for the content, so moving a file
+# does not count as a change.
+_DATA_NOT_RESULT = frozenset(
+    {"path", "url", "format", "cache", "cache_dir", "expected_size", "sha256", "allow_pickle"}
+    | {"exclude_path", "exclude_format"}
+)
+_TRAIN_NOT_RESULT = frozenset({"verbose"})
 
 
 @dataclass(frozen=True)
@@ -110,12 +111,8 @@ def config_digest(cfg: AppConfig) -> str:
     section's split and cleaning settings, the model and the training settings. Where the
     data lives, caching, Keras' verbosity and tracking are left out."""
     dumped = cfg.model_dump(mode="json")
-    data = {
-        k: v
-        for k, v in dumped["data"].items()
-        if k not in _NOT_RESULT["data"] | _NOT_RESULT["data_exclude"]
-    }
-    train = {k: v for k, v in dumped["train"].items() if k not in _NOT_RESULT["train"]}
+    data = {k: v for k, v in dumped["data"].items() if k not in _DATA_NOT_RESULT}
+    train = {k: v for k, v in dumped["train"].items() if k not in _TRAIN_NOT_RESULT}
     identity = {"data": data, "model": dumped["model"], "train": train}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 

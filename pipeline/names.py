@@ -39,6 +39,13 @@ class Metric:
     FLOPS_TRAIN_STEP: Final = "flops_train_step_per_example"
     SECONDS_PREFIX: Final = "seconds."  # + phase: startup, data, build, train, ...
     SECONDS_TRAIN: Final = "seconds.train"
+    # training-source images equal to a holdout image, dropped before the split (retraining)
+    HOLDOUT_OVERLAP_REMOVED: Final = "data.holdout_overlap_removed"
+    # retraining's holdout scores, prefixed "challenger." / "champion." on the audit run
+    HOLDOUT_ACCURACY: Final = "holdout_accuracy"
+    HOLDOUT_MACRO_F1: Final = "holdout_macro_f1"
+    HOLDOUT_LOSS: Final = "holdout_loss"
+    HOLDOUT_CLASS_PREFIX: Final = "holdout_accuracy."  # + letter
 
 
 class Tag:
@@ -62,6 +69,23 @@ class Tag:
     SWEEP_RUNS: Final = "sweep.runs"
     SWEEP_FAILED: Final = "sweep.failed"
     BEST_PREFIX: Final = "best."  # + run_id, run_name, and each varied setting
+    # retraining: on audit runs (and, where said, on model versions)
+    RETRAIN_ACTION: Final = "retrain.action"  # retrain, promote, rollback
+    DECISION: Final = "retrain.decision"  # promoted, kept, skipped, locked_out, failed (+ versions)
+    REASON: Final = "retrain.reason"  # why, in words (+ versions)
+    TRAINING_RUN_ID: Final = "retrain.training_run_id"  # (+ versions)
+    AUDIT_RUN_ID: Final = "retrain.audit_run_id"  # (versions, training runs)
+    HOLDOUT_DIGEST: Final = "retrain.holdout_digest"  # (+ versions)
+    HOLDOUT_PATH: Final = "retrain.holdout_path"
+    CONFIG_DIGEST: Final = "retrain.config_digest"  # (+ versions)
+    FINGERPRINT: Final = "retrain.fingerprint"  # data + config + holdout digests (+ versions)
+    MODEL_NAME: Final = "retrain.model_name"
+    CHALLENGER_VERSION: Final = "retrain.challenger_version"
+    CHAMPION_BEFORE: Final = "retrain.champion_before"
+    CHAMPION_AFTER: Final = "retrain.champion_after"
+    LOCK_HOLDER: Final = "retrain.lock_holder"
+    MANUAL: Final = "retrain.manual"  # versions: the last promote/rollback by hand to them
+    CHAMPION_HISTORY: Final = "champion.history"  # registered model: champion versions, in order
     # the process that runs it, so that `pipeline.maintenance stale-runs` can tell a run
     # whose process died (SIGKILL, OOM killer, power cut) from one still training
     HOST: Final = "host"
@@ -94,3 +118,5 @@ class Artifact:
     REPORT_HTML: Final = "comparison/report.html"  # MLflow's UI renders HTML artifacts
     MODEL_NAME: Final = "model"
     CHECKPOINT: Final = "checkpoint"  # the folder name under a store's checkpoints/<run id>
+    HOLDOUT_PER_CLASS: Final = "holdout/per_class.csv"  # retraining: both models, per letter
+    DECISION: Final = "holdout/decision.json"

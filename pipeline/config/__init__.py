@@ -6,10 +6,12 @@ from pipeline.config.schema import (
     ConfigError,
     DataConfig,
     ModelConfig,
+    RetrainAppConfig,
     TrackingConfig,
     TrainConfig,
     check_override_keys,
     validate,
+    validate_retrain,
 )
 
 __all__ = [
@@ -17,10 +19,12 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "ModelConfig",
+    "RetrainAppConfig",
     "TrackingConfig",
     "TrainConfig",
     "check_override_keys",
     "config_dir",
     "project_home",
     "validate",
+    "validate_retrain",
 ]

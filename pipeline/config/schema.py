@@ -11,7 +11,7 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -23,6 +23,9 @@ Positive = Annotated[float, Field(gt=0.0)]
 PositiveInt = Annotated[int, Field(ge=1)]
 # NumPy, scikit-learn and Keras take seeds in [0, 2**32): outside it they fail mid-run.
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
+
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -81,6 +84,10 @@ class NotMnistDataConfig(_Section):
     cache_dir: str | None
     max_member_bytes: PositiveInt
     max_total_bytes: PositiveInt
+    # a frozen evaluation set (retraining's holdout): training-source images with exactly its
+    # pixels are dropped before the split, and counted, so no holdout image is trained on
+    exclude_path: str | None = None
+    exclude_format: Literal["auto", "tar", "folder", "idx", "pickle"] = "auto"
 
     @model_validator(mode="after")
     def _has_source_and_room(self) -> NotMnistDataConfig:
@@ -156,16 +163,79 @@ class AppConfig(_Section):
     tracking: TrackingConfig
 
 
+class HoldoutConfig(_Section):
+    """The frozen evaluation set every challenger and champion is scored on."""
+
+    path: str | None  # required by `retrain` (checked there), not by `registry`
+    format: Literal["auto", "tar", "folder", "idx", "pickle"]
+    allow_pickle: bool
+
+
+class RetrainConfig(_Section):
+    """`python -m pipeline.retrain`: when to train, and the gate a challenger must pass."""
+
+    holdout: HoldoutConfig
+    force: bool  # train even when the champion was trained on the same data and config
+    min_delta: Annotated[float, Field(ge=-1.0, le=1.0)]  # challenger >= champion + min_delta
+    max_letter_drop: Annotated[float, Field(ge=0.0, le=1.0)]  # per-letter accuracy fall allowed
+    experiment: Annotated[str, Field(min_length=1)]  # where the audit runs go
+    lock: str | None  # postgresql://... for a lock across machines; null = beside the store
+
+
+class RegistryConfig(_Section):
+    model_name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class ScheduleConfig(_Section):
+    """`python -m pipeline.schedule`: a cron expression (5 fields), or every `interval_s`."""
+
+    cron: str
+    interval_s: Annotated[float, Field(gt=0.0)] | None
+    misfire_grace_s: PositiveInt
+    timezone: str
+
+    @model_validator(mode="after")
+    def _valid_cron(self) -> ScheduleConfig:
+        if self.interval_s is None and len(self.cron.split()) != 5:
+            raise ValueError(
+                f"schedule.cron={self.cron!r} is not a 5-field cron expression "
+                "(minute hour day month weekday)"
+            )
+        return self
+
+
+class RetrainAppConfig(AppConfig):
+    """The retrain, schedule and registry commands: the training config plus their own."""
+
+    retrain: RetrainConfig
+    registry: RegistryConfig
+    schedule: ScheduleConfig
+
+    def training(self) -> AppConfig:
+        """The config of the training run: the four training sections, as `python -m
+        pipeline` would get them."""
+        return AppConfig(data=self.data, model=self.model, train=self.train, tracking=self.tracking)
+
+
 def validate(raw: object) -> AppConfig:
     """Check a composed (and resolved) config tree; raise ConfigError with one line per problem."""
+    return _validated(AppConfig, raw)
+
+
+def validate_retrain(raw: object) -> RetrainAppConfig:
+    """`validate` for the retrain, schedule and registry commands' config."""
+    return _validated(RetrainAppConfig, raw)
+
+
+def _validated(schema: type[_M], raw: object) -> _M:
     try:
-        return AppConfig.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
-        problems = dict.fromkeys(_describe(err) for err in exc.errors())  # unions repeat some
+        problems = dict.fromkeys(_describe(err, schema) for err in exc.errors())
         raise ConfigError("; ".join(problems)) from None
 
 
-def check_override_keys(args: Sequence[str]) -> None:
+def check_override_keys(args: Sequence[str], schema: type[BaseModel] | None = None) -> None:
     """Reject `section.key=value` overrides whose key is not in the schema, naming the keys
     that are (Hydra refuses them too, but without saying what is allowed). A top-level
     `key=value` must be a config group (`model=logreg`) or a section of the schema."""
@@ -178,7 +248,7 @@ def check_override_keys(args: Sequence[str]) -> None:
             if key not in groups and key not in AppConfig.model_fields:
                 raise ConfigError(_unknown_key(key, AppConfig.model_fields))
             continue
-        cls: Any = AppConfig
+        cls: Any = schema or AppConfig
         path: list[str] = []
         for part in key.split("."):
             fields = _fields(cls)
@@ -200,9 +270,9 @@ def _fields(cls: Any) -> dict[str, Any] | None:
     return {n: f.annotation for m in members for n, f in m.model_fields.items()}
 
 
-def _describe(err: Any) -> str:
+def _describe(err: Any, schema: type[BaseModel] | None = None) -> str:
     """'model.dropout_rate=1.5: Input should be less than 1'; unknown keys list the known ones."""
-    path, parent = _walk(err["loc"])
+    path, parent = _walk(err["loc"], schema or AppConfig)
     if err["type"] == "extra_forbidden":
         return _unknown_key(path, parent.model_fields if parent else ())
     if err["type"] == "missing":
@@ -220,14 +290,16 @@ def _unknown_key(key: str, allowed: Iterable[str]) -> str:
     return f"unknown key '{key}': {where} has {', '.join(sorted(allowed))}"
 
 
-def _walk(loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
+def _walk(
+    loc: tuple[Any, ...], schema: type[BaseModel] | None = None
+) -> tuple[str, type[BaseModel] | None]:
     """Turn a pydantic error location into a dotted config key and the model holding its leaf.
 
     Discriminated unions insert the tag into the location ('data', 'synthetic', 'x');
     the tag is not a config key, so it is dropped from the path.
     """
     names: list[str] = []
-    cls: type[BaseModel] | None = AppConfig
+    cls: type[BaseModel] | None = schema or AppConfig
     parent: type[BaseModel] | None = None
     parts = list(loc)
     while parts:

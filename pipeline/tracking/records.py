@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import mlflow
 
-from pipeline.names import Artifact, Tag
+from pipeline.names import Artifact, Metric, Tag
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,8 @@ def log_dataset(dataset: Dataset) -> dict[str, str]:
     if dataset.report.source_digest:
         tags[Tag.DATA_SOURCE_DIGEST] = dataset.report.source_digest
     mlflow.set_tags(tags)
+    if dataset.report.holdout_overlap_removed is not None:
+        mlflow.log_metric(Metric.HOLDOUT_OVERLAP_REMOVED, dataset.report.holdout_overlap_removed)
     for name, split in dataset.splits():
         log_input(
             from_numpy(

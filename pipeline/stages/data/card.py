@@ -52,6 +52,11 @@ def data_card(dataset: Dataset, per_letter: int = 10, seed: int = 0) -> DataCard
         "exact_duplicates_removed": report.exact_duplicates_removed,
         "conflicting_duplicates_removed": report.conflicting_duplicates_removed,
         **{f"near_duplicates_removed_{k}": v for k, v in report.near_duplicates_removed.items()},
+        **(
+            {"holdout_overlap_removed": report.holdout_overlap_removed}
+            if report.holdout_overlap_removed is not None
+            else {}
+        ),
         **{f"{name}_size": len(split) for name, split in dataset.splits()},
         "decoded_from_cache": report.from_cache,
     }

@@ -29,6 +29,8 @@ class DataReport:
     exact_duplicates_removed: int = 0
     conflicting_duplicates_removed: int = 0
     near_duplicates_removed: dict[str, int] = field(default_factory=dict)
+    # source images equal to a holdout image (data.exclude_path); None: no holdout given
+    holdout_overlap_removed: int | None = None
     source_digest: str | None = None
     from_cache: bool = False
 

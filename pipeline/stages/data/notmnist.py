@@ -26,7 +26,7 @@ from pipeline.stages.data.dataset import (
 )
 from pipeline.stages.data.decode import decode_pngs
 from pipeline.stages.data.download import fetch
-from pipeline.stages.data.sanitise import sanitised_split
+from pipeline.stages.data.sanitise import not_in, sanitised_split, unique_images
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ def load_notmnist(
     cache: bool = True,
     max_member_bytes: int = sources.MAX_MEMBER_BYTES,
     max_total_bytes: int = sources.MAX_TOTAL_BYTES,
+    exclude_path: str | None = None,
+    exclude_format: str = "auto",
 ) -> Dataset:
     """Splits of real notMNIST from `path` (or a download of `url`).
 
@@ -78,6 +80,15 @@ def load_notmnist(
     log.info(
         "Data: %d images from %s (%s%s)", len(pool.labels), source, fmt, ", cached" if hit else ""
     )
+    overlap = None
+    if exclude_path is not None:
+        holdout, _ = load_holdout(
+            exclude_path, exclude_format, convert, allow_pickle, cache_dir, *caps
+        )
+        keep = not_in(pool.images, holdout.images)
+        overlap = len(pool.labels) - len(keep)
+        pool = Pool(pool.images[keep], pool.labels[keep], pool.skipped, pool.converted)
+        log.info("Data: %d images equal to a holdout image removed before the split", overlap)
     _check_letters(pool.labels, source)
     parts = sanitised_split(
         pool.images, pool.labels, (train_size, valid_size, test_size), seed, near_duplicate_rmsd
@@ -96,6 +107,7 @@ def load_notmnist(
             exact_duplicates_removed=parts.exact_duplicates_removed,
             conflicting_duplicates_removed=parts.conflicting_duplicates_removed,
             near_duplicates_removed=parts.near_duplicates_removed,
+            holdout_overlap_removed=overlap,
             source_digest=digest,
             from_cache=hit,
         ),
@@ -104,6 +116,37 @@ def load_notmnist(
 
 # a file from the 7,000-image sample's size up (seconds to decode), or a folder of PNGs
 _ANNOUNCE_BYTES = 2_000_000
+
+
+def source_digest(path: str, format: str = "auto") -> str:
+    """The digest of a source's content (as `DataReport.source_digest`), without reading
+    its images: what retraining compares to decide whether the data changed."""
+    fmt, source = locate(Path(path).expanduser(), format)
+    return _source_digest(fmt, source)
+
+
+def load_holdout(
+    path: str,
+    format: str = "auto",
+    convert: bool = False,
+    allow_pickle: bool = False,
+    cache_dir: str | None = None,
+    max_member_bytes: int = sources.MAX_MEMBER_BYTES,
+    max_total_bytes: int = sources.MAX_TOTAL_BYTES,
+) -> tuple[Split, str]:
+    """Every distinct image of a source as one split (a frozen evaluation set), and the
+    source's digest. Exact copies count once; copies that disagree on the letter are
+    dropped, as in training splits."""
+    fmt, source = locate(Path(path).expanduser(), format)
+    digest = _source_digest(fmt, source)
+    pool, _ = cached_pool(
+        resolve_cache_dir(cache_dir),
+        cache_key([fmt, digest, convert]),
+        lambda: _read(fmt, source, convert, allow_pickle, (max_member_bytes, max_total_bytes)),
+    )
+    _check_letters(pool.labels, source)
+    kept, _, _ = unique_images(pool.images, pool.labels)
+    return Split(pool.images[kept], pool.labels[kept]), digest
 
 
 def locate(path: Path, format: str) -> tuple[str, Path]:

@@ -54,6 +54,21 @@ def unique_images(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, i
     return kept, removed_copies, conflicting_images
 
 
+def not_in(images: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Indices of `images` whose pixels equal no image of `reference` (exact match, any
+    label): what may be trained on when `reference` is a frozen evaluation set."""
+    if len(images) == 0 or len(reference) == 0:
+        return np.arange(len(images))
+    width = int(np.prod(images.shape[1:]))
+    if int(np.prod(reference.shape[1:])) != width or reference.dtype != images.dtype:
+        return np.arange(len(images))  # different shapes or dtypes: no image can be equal
+    rows = np.ascontiguousarray(images.reshape(len(images), -1))
+    refs = np.ascontiguousarray(reference.reshape(len(reference), -1))
+    void = np.dtype((np.void, rows.shape[1] * rows.dtype.itemsize))
+    seen = np.isin(rows.view(void).ravel(), refs.view(void).ravel())
+    return np.flatnonzero(~seen)
+
+
 def resolve_sizes(sizes: Sequence[float], available: int) -> tuple[int, ...]:
     """Counts from sizes given as counts (>= 1) or fractions of the pool (< 1).
 

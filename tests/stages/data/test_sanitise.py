@@ -44,3 +44,14 @@ def test_near_duplicate_distance_is_rms_in_pixel_levels() -> None:
     strict = sanitised_split(images, labels, (40, 20, 20), seed=0, near_duplicate_rmsd=1.0)
     assert sum(loose.near_duplicates_removed.values()) > 0
     assert strict.near_duplicates_removed == {"valid": 0, "test": 0}
+
+
+def test_not_in_drops_every_copy_of_a_reference_image_whatever_its_label() -> None:
+    from pipeline.stages.data.sanitise import not_in
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(8, 28, 28), dtype=np.uint8)
+    images[5] = images[2]  # a second copy of a reference image
+    reference = np.stack([images[2], images[7], rng.integers(0, 256, (28, 28), dtype=np.uint8)])
+    assert not_in(images, reference).tolist() == [0, 1, 3, 4, 6]
+    assert not_in(images, reference[:0]).tolist() == list(range(8))

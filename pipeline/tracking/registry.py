@@ -1,0 +1,169 @@
+"""The model registry as retraining uses it: versions, aliases, tags, descriptions, history.
+
+MLflow 3's registry: aliases (`champion`, `challenger`), never the deprecated stages. Aliases
+are read from the registered model (`get_registered_model(name).aliases`), since
+`search_model_versions` returns versions without theirs. Which versions held `champion`,
+in order, is a registered-model tag (`champion.history`), so that `rollback` knows the
+previous one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from pipeline.names import Metric, Tag
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def load_keras(uri: str) -> Any:
+    """The Keras model behind a logged or registered model URI (`models:/m-...`,
+    `models:/name/3`, `models:/name@alias`, `runs:/...`), for holdout scoring: the one
+    place that knows how the training run logged it."""
+    import mlflow.tensorflow
+
+    return mlflow.tensorflow.load_model(uri)
+
+
+def logged_model_id(client: MlflowClient, run_id: str) -> str:
+    """The id of the model a training run logged (`Artifact.MODEL_NAME`)."""
+    run = client.get_run(run_id)
+    outputs = run.outputs.model_outputs if run.outputs else []
+    if outputs:
+        return str(max(outputs, key=lambda o: o.step).model_id)
+    found = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+    )
+    if not found:
+        raise LookupError(f"run {run_id} logged no model (tracking.log_model=false?)")
+    return str(found[0].model_id)
+
+
+def register(name: str, model_id: str, tags: Mapping[str, str], description: str) -> ModelVersion:
+    """A new version of `name` (created if need be) from a logged model, with its tags and
+    description in place before any alias can point at it."""
+    version = mlflow.register_model(f"models:/{model_id}", name, tags=dict(tags))
+    client = MlflowClient()
+    client.update_model_version(name, str(version.version), description=description)
+    return client.get_model_version(name, str(version.version))
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version `name@alias` points at; None when the model or the alias does not exist
+    (or the alias dangles: its version was deleted)."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def aliases(client: MlflowClient, name: str) -> dict[str, str]:
+    """version -> its aliases, comma-separated ({} when the model is not registered)."""
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise
+    shown: dict[str, list[str]] = {}
+    for alias, version in sorted(model.aliases.items()):
+        shown.setdefault(str(version), []).append(alias)
+    return {version: ", ".join(names) for version, names in shown.items()}
+
+
+def versions(client: MlflowClient, name: str) -> list[ModelVersion]:
+    """Every version of `name`, newest first."""
+    found = client.search_model_versions(f"name = '{name}'")
+    return sorted(found, key=lambda v: int(str(v.version)), reverse=True)
+
+
+def champion_history(client: MlflowClient, name: str) -> list[str]:
+    """The versions that held `champion`, oldest first (the current one last)."""
+    try:
+        tags = client.get_registered_model(name).tags
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
+    return [v for v in tags.get(Tag.CHAMPION_HISTORY, "").split(",") if v]
+
+
+def set_champion(client: MlflowClient, name: str, version: str) -> None:
+    """Move `champion` to `version` and append it to the history."""
+    client.set_registered_model_alias(name, CHAMPION, version)
+    history = [*champion_history(client, name), version]
+    client.set_registered_model_tag(name, Tag.CHAMPION_HISTORY, ",".join(history[-100:]))
+
+
+def rollback_target(client: MlflowClient, name: str) -> tuple[str, str] | None:
+    """(current champion, the version to restore): the last champion before the current one
+    that still exists; None when there is none."""
+    current = alias_version(client, name, CHAMPION)
+    if current is None:
+        return None
+    history = champion_history(client, name)
+    while history and history[-1] == str(current.version):
+        history.pop()
+    existing = {str(v.version) for v in versions(client, name)}
+    for version in reversed(history):
+        if version in existing and version != str(current.version):
+            return str(current.version), version
+    return None
+
+
+def restore_champion(client: MlflowClient, name: str, version: str) -> None:
+    """Rollback: `champion` back to `version`, dropping the newer entries from the history so
+    that a second rollback goes one step further back."""
+    history = champion_history(client, name)
+    while history and history[-1] != version:
+        history.pop()
+    client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_registered_model_tag(name, Tag.CHAMPION_HISTORY, ",".join(history or [version]))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of `python -m pipeline.registry list`."""
+
+    version: str
+    aliases: str
+    accuracy: str
+    macro_f1: str
+    data_digest: str
+    decision: str
+    created: str
+
+
+def table(client: MlflowClient, name: str) -> list[Row]:
+    """Every version with its aliases, holdout scores, data digest, decision and date."""
+    import datetime
+
+    held = aliases(client, name)
+    rows = []
+    for v in versions(client, name):
+        tags = v.tags or {}
+        created = datetime.datetime.fromtimestamp(v.creation_timestamp / 1000, datetime.UTC)
+        rows.append(
+            Row(
+                version=str(v.version),
+                aliases=held.get(str(v.version), ""),
+                accuracy=tags.get(Metric.HOLDOUT_ACCURACY, ""),
+                macro_f1=tags.get(Metric.HOLDOUT_MACRO_F1, ""),
+                data_digest=tags.get(Tag.DATA_SOURCE_DIGEST, "")[:12],
+                decision="; ".join(
+                    filter(None, [tags.get(Tag.DECISION, "(undecided)"), tags.get(Tag.MANUAL)])
+                ),
+                created=created.strftime("%Y-%m-%d %H:%M"),
+            )
+        )
+    return rows

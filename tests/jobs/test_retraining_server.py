@@ -1,0 +1,111 @@
+"""Retraining against a team's set-up: an MLflow server on PostgreSQL (started as
+docker-compose.yml starts it, the local PostgreSQL standing in for the `db` service), with
+the retrain lock as a PostgreSQL advisory lock (`retrain.lock`)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import PG, postgres_up
+from mlflow.tracking import MlflowClient
+from retrain_helpers import SMALL, Sources, retrain_settings
+
+from pipeline.names import Tag
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(server URI, its database's URI), both dropped at the end."""
+    if not postgres_up():
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    import psycopg
+
+    db = f"retrain_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {db}")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "server",
+                f"--backend-store-uri={PG}/{db}",
+                f"--artifacts-destination={artifacts}",
+                "--serve-artifacts",
+                "--host=127.0.0.1",
+                f"--port={port}",
+                f"--allowed-hosts=127.0.0.1:{port}",
+                "--workers=1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"MLflow server did not start:\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield uri, f"{PG}/{db}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+def test_first_champion_skip_and_kept_challenger_on_a_server(
+    server: tuple[str, str], tmp_path: Path
+) -> None:
+    from pipeline.jobs.retraining import EXIT_LOCKED, retrain
+    from pipeline.tracking.locks import store_lock
+
+    uri, database = server
+    src = Sources(tmp_path / "sources")
+
+    def attempt(data: str, *more: str):
+        cfg = retrain_settings(
+            *SMALL,
+            f"tracking.uri={uri}",
+            f"retrain.lock={database}",
+            f"data.path={data}",
+            f"retrain.holdout.path={src.holdout}",
+            *more,
+        )
+        return retrain(cfg)
+
+    first, same, kept = attempt(src.v1), attempt(src.v1), attempt(src.v2, "retrain.min_delta=1")
+    assert (first.decision, first.champion_after) == ("promoted", "1")
+    assert (same.decision, same.version) == ("skipped", None)
+    assert (kept.decision, kept.version, kept.champion_after) == ("kept", "2", "1")
+    with store_lock(uri, "retrain-notmnist", lock_uri=database):  # another machine holds it
+        locked = attempt(src.v2, "retrain.force=true")
+    assert (locked.decision, locked.exit_code) == ("locked_out", EXIT_LOCKED)
+
+    client = MlflowClient(uri, registry_uri=uri)
+    aliases = client.get_registered_model("notmnist").aliases
+    assert {k: str(v) for k, v in aliases.items()} == {"champion": "1", "challenger": "2"}
+    assert client.get_model_version("notmnist", "2").tags[Tag.DECISION] == "kept"
+    experiment = client.get_experiment_by_name("retraining")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attribute.start_time ASC"])
+    decisions = [r.data.tags[Tag.DECISION] for r in runs]
+    assert decisions == ["promoted", "skipped", "kept", "locked_out"]

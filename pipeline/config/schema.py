@@ -240,7 +240,7 @@ def check_override_keys(args: Sequence[str], schema: type[BaseModel] | None = No
     that are (Hydra refuses them too, but without saying what is allowed). A top-level
     `key=value` must be a config group (`model=logreg`) or a section of the schema."""
     groups = {p.name for p in config_dir().iterdir() if p.is_dir()}
-    for arg in args:
+    for arg in _overrides_only(args):
         key = arg.split("=", 1)[0]
         if "=" not in arg or key.startswith(("-", "+", "~", "hydra.")) or "/" in key:
             continue
@@ -258,6 +258,27 @@ def check_override_keys(args: Sequence[str], schema: type[BaseModel] | None = No
                 raise ConfigError(_unknown_key(".".join([*path, part]), fields))
             path.append(part)
             cls = fields[part]
+
+
+# Hydra's own flags that take the next argument as their value (`-sc query=bash`)
+_FLAGS_WITH_VALUE = frozenset(
+    {"-sc", "--shell-completion", "-c", "--cfg", "-p", "--package", "-cp", "--config-path"}
+    | {"-cn", "--config-name", "-cd", "--config-dir", "--experimental-rerun"}
+)
+
+
+def _overrides_only(args: Sequence[str]) -> list[str]:
+    """The command line's overrides, without Hydra's flags and their values."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in _FLAGS_WITH_VALUE:
+            skip = True
+        else:
+            kept.append(arg)
+    return kept
 
 
 def _fields(cls: Any) -> dict[str, Any] | None:

@@ -55,6 +55,7 @@ class Tag:
     SWEEP_RUNS: Final = "sweep.runs"
     SWEEP_FAILED: Final = "sweep.failed"
     BEST_PREFIX: Final = "best."  # + run_id, run_name, and each varied setting
+    REPRODUCES: Final = "reproduces"  # on a run made by `pipeline.reproduce`: the original's id
 
 
 class Artifact:

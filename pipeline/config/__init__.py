@@ -6,10 +6,12 @@ from pipeline.config.schema import (
     ConfigError,
     DataConfig,
     ModelConfig,
+    PredictConfig,
     TrackingConfig,
     TrainConfig,
     check_override_keys,
     validate,
+    validate_predict,
 )
 
 __all__ = [
@@ -17,10 +19,12 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "ModelConfig",
+    "PredictConfig",
     "TrackingConfig",
     "TrainConfig",
     "check_override_keys",
     "config_dir",
     "project_home",
     "validate",
+    "validate_predict",
 ]

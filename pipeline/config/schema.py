@@ -143,12 +143,48 @@ class AppConfig(_Section):
     tracking: TrackingConfig
 
 
+class PredictConfig(_Section):
+    """`python -m pipeline.predict` (conf/predict/predict.yaml)."""
+
+    model: Annotated[str, Field(min_length=1)]
+    input: Annotated[str, Field(min_length=1)]
+    output: Annotated[str, Field(min_length=1)]
+    convert: bool
+    batch_size: PositiveInt
+    tracking_uri: str | None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _required(cls, raw: Any) -> Any:
+        if isinstance(raw, Mapping):
+            if raw.get("model") is None:
+                raise ValueError(
+                    "model=<URI> is required: models:/notmnist@champion, models:/notmnist/3, "
+                    "models:/m-<id> or runs:/<run id>/model"
+                )
+            if raw.get("input") is None:
+                raise ValueError(
+                    "input=<path> is required: a PNG, a folder of PNGs, a .tar.gz of PNGs "
+                    "or an *idx3-ubyte[.gz] images file"
+                )
+        return raw
+
+
 def validate(raw: object) -> AppConfig:
     """Check a composed (and resolved) config tree; raise ConfigError with one line per problem."""
     try:
         return AppConfig.model_validate(raw)
     except ValidationError as exc:
         problems = dict.fromkeys(_describe(err) for err in exc.errors())  # unions repeat some
+        raise ConfigError("; ".join(problems)) from None
+
+
+def validate_predict(raw: object) -> PredictConfig:
+    """`validate` for the predict command's config."""
+    try:
+        return PredictConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = dict.fromkeys(_describe(err, PredictConfig) for err in exc.errors())
         raise ConfigError("; ".join(problems)) from None
 
 
@@ -181,9 +217,11 @@ def _fields(cls: Any) -> dict[str, Any] | None:
     return {n: f.annotation for m in members for n, f in m.model_fields.items()}
 
 
-def _describe(err: Any) -> str:
+def _describe(err: Any, root: type[BaseModel] | None = None) -> str:
     """'model.dropout_rate=1.5: Input should be less than 1'; unknown keys list the known ones."""
-    path, parent = _walk(err["loc"])
+    if not err["loc"]:  # a check across the whole config
+        return str(err["msg"]).removeprefix("Value error, ")
+    path, parent = _walk(err["loc"], root or AppConfig)
     if err["type"] == "extra_forbidden":
         return _unknown_key(path, parent.model_fields if parent else ())
     if err["type"] == "missing":
@@ -201,14 +239,14 @@ def _unknown_key(key: str, allowed: Iterable[str]) -> str:
     return f"unknown key '{key}': {where} has {', '.join(sorted(allowed))}"
 
 
-def _walk(loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
+def _walk(loc: tuple[Any, ...], root: type[BaseModel]) -> tuple[str, type[BaseModel] | None]:
     """Turn a pydantic error location into a dotted config key and the model holding its leaf.
 
     Discriminated unions insert the tag into the location ('data', 'synthetic', 'x');
     the tag is not a config key, so it is dropped from the path.
     """
     names: list[str] = []
-    cls: type[BaseModel] | None = AppConfig
+    cls: type[BaseModel] | None = root
     parent: type[BaseModel] | None = None
     parts = list(loc)
     while parts:

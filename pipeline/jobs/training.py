@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import keras
 import mlflow
 
 from pipeline.config import AppConfig, DataConfig
 from pipeline.names import Metric, Tag
-from pipeline.stages.data import Dataset, load_synthetic
+from pipeline.stages.data import DataError, Dataset, load_synthetic
 from pipeline.stages.data.notmnist import load_notmnist
 from pipeline.stages.evaluate import evaluate, summarise
 from pipeline.stages.model import build_model
@@ -67,25 +67,35 @@ def run(
     parent_run_id: str | None = None,
     threads: int | None = None,
     started: float | None = None,
+    *,
+    tags: Mapping[str, str] | None = None,
+    expected_data_digest: str | None = None,
 ) -> dict[str, float]:
     """Train and evaluate one configuration inside one MLflow run; return its final metrics.
 
     The run is opened first, so a failure in any stage (bad data file included) is recorded
     as a FAILED run with its traceback rather than lost. `parent_run_id` nests it under a
     sweep; `threads` caps TensorFlow's threads (parallel sweep jobs share the cores);
-    `started` is the `time.perf_counter()` at which the program started, for `seconds.startup`.
+    `started` is the `time.perf_counter()` at which the program started, for `seconds.startup`;
+    `tags` are added to the run's; `expected_data_digest` (a reproduction) makes loaded data
+    with another `data.digest` a DataError before any training.
     """
     phases = Phases(started)
     if threads:
         limit_threads(threads)
     with phases("logging"):
         store = connect(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
-    tags = {Tag.KERAS_BACKEND: keras.backend.backend()}
-    with tracked_run(store, cfg.tracking.run_name, parent_run_id, tags) as active:
+    run_tags = {Tag.KERAS_BACKEND: keras.backend.backend(), **(tags or {})}
+    with tracked_run(store, cfg.tracking.run_name, parent_run_id, run_tags) as active:
         with phases("logging"):
             log_config(cfg.model_dump(mode="json"), overrides)
         with phases("data"):
             dataset = load_data(cfg.data)
+        if expected_data_digest is not None and dataset.digest() != expected_data_digest:
+            raise DataError(
+                f"the data differs from the run's: {dataset.source} has data.digest "
+                f"{dataset.digest()[:16]}..., the run trained on {expected_data_digest[:16]}..."
+            )
         with phases("logging"):
             log_dataset(dataset)
 

@@ -129,7 +129,7 @@ def labels_beside(images: Path) -> Path:
 def read_idx(images_path: Path, labels_path: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Images (n, rows, cols) uint8 and labels (n,) from an MNIST-format IDX pair, gz or plain."""
     labels_path = labels_path or labels_beside(images_path)
-    images = _idx_array(images_path, _IDX_IMAGES, 3)
+    images = read_idx_images(images_path)
     labels = _idx_array(labels_path, _IDX_LABELS, 1)
     if len(images) != len(labels):
         raise DataError(
@@ -138,6 +138,11 @@ def read_idx(images_path: Path, labels_path: Path | None = None) -> tuple[np.nda
     if labels.size and labels.max() >= len(CLASSES):
         raise DataError(f"{labels_path}: label {labels.max()} is outside 0-9 (A-J)")
     return images, labels
+
+
+def read_idx_images(path: Path) -> np.ndarray:
+    """Images (n, rows, cols) uint8 of an MNIST-format IDX images file, gz or plain."""
+    return _idx_array(path, _IDX_IMAGES, 3)
 
 
 def _idx_array(path: Path, magic: int, ndim: int) -> np.ndarray:
@@ -170,13 +175,19 @@ def _read_maybe_gzip(path: Path) -> bytes:
 # PNG folders and archives ------------------------------------------------------------------
 
 
-def read_folder(root: Path) -> Blobs:
+def read_folder(root: Path, labelled: bool = True) -> Blobs:
     """Every file under root/A ... root/J, in sorted order; other entries are ignored.
+    Unlabelled (for prediction): every file anywhere under root, named by its relative path.
 
     os.scandir and open() rather than pathlib: half the time per file, which matters at
     half a million files.
     """
     blobs = Blobs()
+    if not labelled:
+        for name in _files_under(str(root)):
+            with open(os.path.join(root, name), "rb") as handle:  # noqa: PTH118, PTH123
+                blobs.add(handle.read(), 0, name)
+        return blobs
     for label, letter in enumerate(CLASSES):
         folder = root / letter
         if not folder.is_dir():
@@ -189,8 +200,23 @@ def read_folder(root: Path) -> Blobs:
     return blobs
 
 
-def read_tar(path: Path) -> Blobs:
-    """Every regular file in a `<top>/<letter>/<file>` or `<letter>/<file>` member of the archive.
+def _files_under(root: str, prefix: str = "") -> list[str]:
+    """Relative paths of the files under root, sorted, hidden entries (.DS_Store) left out."""
+    found: list[str] = []
+    with os.scandir(root) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                found.extend(_files_under(entry.path, f"{prefix}{entry.name}/"))
+            elif entry.is_file():
+                found.append(prefix + entry.name)
+    return found
+
+
+def read_tar(path: Path, labelled: bool = True) -> Blobs:
+    """Every regular file in a `<top>/<letter>/<file>` or `<letter>/<file>` member of the archive;
+    unlabelled (for prediction), every regular file, whatever its folders.
 
     The archive is decompressed in memory and its members sliced out by offset (three times
     faster than reading them one by one). Every member is checked first: a link, a device or
@@ -206,12 +232,13 @@ def read_tar(path: Path) -> Blobs:
     blobs = Blobs()
     for member in members:
         _check_member(path, member)
-        letter = _letter_of(member)
-        if letter is not None:
+        letter = _letter_of(member) if labelled else None
+        if letter is not None or (not labelled and member.isfile()):
             end = member.offset_data + member.size
             if end > len(raw):
                 raise DataError(f"{path}: member {member.name!r} is truncated")
-            blobs.add(raw[member.offset_data : end], CLASSES.index(letter), member.name)
+            label = CLASSES.index(letter) if letter is not None else 0
+            blobs.add(raw[member.offset_data : end], label, member.name)
     return blobs
 
 

@@ -43,8 +43,33 @@ def pinned_requirements() -> list[str]:
     return pins
 
 
+class ImageInputError(MlflowException):
+    """Refused input: INVALID_PARAMETER_VALUE (HTTP 400 from the scoring server), whose
+    message stays what was expected and what came.
+
+    MLflow's scoring server rewrites a failed prediction's message as "Failed to predict data
+    '<the whole request>'. Error: <message>", which would open the user's error with a dump of
+    every pixel sent; a rewrite that only wraps the message is therefore ignored.
+    """
+
+    _text: str = ""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._text
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if self._text and value.endswith(self._text):
+            return
+        self._text = value
+
+
 def _invalid(message: str) -> MlflowException:
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+    return ImageInputError(message)
 
 
 def check_images(images: Any) -> np.ndarray:
@@ -68,7 +93,7 @@ def check_images(images: Any) -> np.ndarray:
     if array.dtype == np.uint8:
         return array
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise _invalid(f"{_EXPECTED}; got dtype {array.dtype}")
+        raise _invalid(f"{_EXPECTED}; got values that are not numbers (dtype {array.dtype})")
     if array.size == 0:
         return array.astype(np.uint8)
     low, high = array.min(), array.max()

@@ -1,0 +1,92 @@
+"""A registered model shared by the prediction, serving and reproduction tests.
+
+One small training run (`python -m pipeline`, in a subprocess so that this process's MLflow
+state is untouched) in its own store, registered with plain MLflow calls as version 1 of
+`notmnist` with the alias `champion`. Import the fixture into a test module to use it:
+`from models_fixture import champion  # noqa: F401`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY, cli
+
+# Ten epochs of Adam on the tiny synthetic set: good enough that right letters are checkable.
+TRAIN = (
+    *TINY,
+    "model.hidden_units=[64]",
+    "train.epochs=10",
+    "train.optimizer=adam",
+    "train.learning_rate=0.003",
+)
+FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf")
+
+_REGISTER = """
+import mlflow, sys
+from mlflow.tracking import MlflowClient
+version = mlflow.register_model(sys.argv[1], "notmnist")
+MlflowClient().set_registered_model_alias("notmnist", "champion", version.version)
+print(version.version)
+"""
+
+
+@dataclass(frozen=True)
+class Champion:
+    store_uri: str
+    run_id: str
+    model_uri: str  # models:/m-...
+    version: str
+    test_accuracy: float
+    name: str = "notmnist"
+
+    def env(self) -> dict[str, str]:
+        """The environment of a command that finds this model in its store."""
+        return {**os.environ, "MLFLOW_TRACKING_URI": self.store_uri}
+
+
+def letters(n: int = 60, seed: int = 321) -> tuple[np.ndarray, np.ndarray]:
+    """Fresh synthetic letters (uint8 (n, 28, 28), labels), none of them seen in training."""
+    from pipeline.stages.data.synthetic import render_letters
+
+    return render_letters(n, seed=seed, fonts=list(FONTS))
+
+
+@pytest.fixture(scope="session")
+def champion(tmp_path_factory: pytest.TempPathFactory, _empty_store: Path) -> Champion:
+    folder = tmp_path_factory.mktemp("champion")
+    db = folder / "mlflow.db"
+    shutil.copyfile(_empty_store, db)
+    uri = f"sqlite:///{db}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PIPELINE_CACHE_DIR": str(folder / "cache")}
+    trained = cli(*TRAIN, "tracking.experiment=champion", f"hydra.run.dir={folder}", env=env)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("champion").experiment_id])
+    [logged] = client.search_logged_models([run.info.experiment_id])
+    model_uri = f"models:/{logged.model_id}"
+    registered = subprocess.run(
+        [sys.executable, "-c", _REGISTER, model_uri],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert registered.returncode == 0, registered.stderr[-3000:]
+    return Champion(
+        uri,
+        run.info.run_id,
+        model_uri,
+        registered.stdout.split()[-1],
+        run.data.metrics["test_accuracy"],
+    )

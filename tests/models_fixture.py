@@ -3,7 +3,7 @@
 One small training run (`python -m pipeline`, in a subprocess so that this process's MLflow
 state is untouched) in its own store, registered with plain MLflow calls as version 1 of
 `notmnist` with the alias `champion`. Import the fixture into a test module to use it:
-`from models_fixture import champion  # noqa: F401`.
+`champion = models_fixture.champion`.
 """
 
 from __future__ import annotations

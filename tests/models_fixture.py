@@ -90,3 +90,34 @@ def champion(tmp_path_factory: pytest.TempPathFactory, _empty_store: Path) -> Ch
         registered.stdout.split()[-1],
         run.data.metrics["test_accuracy"],
     )
+
+
+# Files predict must list and skip, with the reason it gives for each.
+BAD_FILES = {"empty.png": "empty file", "notes.txt": "not an image", "big.png": "32x32 RGB"}
+
+
+def write_sources(folder: Path, images: np.ndarray) -> dict[str, Path]:
+    """The same images as a folder of PNGs in sub-folders, a tar.gz of them, an IDX file and
+    (the first) a single PNG; the folder and archive also hold BAD_FILES."""
+    from make_sources import png, write_idx, write_tar
+
+    good = {f"scans/batch_{i // 25}/{i:03d}.png": png(image) for i, image in enumerate(images)}
+    bad = {
+        "empty.png": b"",
+        "notes.txt": b"letters to read\n",
+        "big.png": png(np.full((32, 32), 200, dtype=np.uint8), mode="RGB"),
+    }
+    root = folder / "pngs"
+    for name, data in {**good, **bad}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    single = folder / "one.png"
+    single.write_bytes(good["scans/batch_0/000.png"])
+    return {
+        "folder": root,
+        "tar": write_tar(
+            folder / "letters.tar.gz", {f"top/{k}": v for k, v in {**good, **bad}.items()}
+        ),
+        "idx": write_idx(folder / "idx", images, np.zeros(len(images), dtype=np.uint8)),
+        "png": single,
+    }

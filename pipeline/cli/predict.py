@@ -35,9 +35,13 @@ def _hydra_main(cfg: DictConfig) -> None:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from pipeline.jobs.prediction import load_model, predict_files
+    from pipeline.jobs.prediction import input_format, load_model, predict_files
     from pipeline.tracking.store import resolve_tracking_uri
 
+    try:
+        input_format(Path(settings.input))  # a missing input is said before the model loads
+    except DataError as exc:
+        _fail(f"data error: {exc}", 1)
     mlflow.set_tracking_uri(resolve_tracking_uri(settings.tracking_uri))
     try:
         model = load_model(settings.model)

@@ -20,7 +20,12 @@ _process.configure()
 import hydra  # noqa: E402 - after the process settings, which must precede these imports
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from pipeline.config import ConfigError, config_dir, validate_predict  # noqa: E402
+from pipeline.config import (  # noqa: E402
+    ConfigError,
+    check_predict_keys,
+    config_dir,
+    validate_predict,
+)
 from pipeline.stages.data.dataset import DataError  # noqa: E402
 
 
@@ -81,5 +86,9 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def main() -> None:
-    """The console script."""
+    """The console script: reject unknown keys with the allowed ones named, then run Hydra."""
+    try:
+        check_predict_keys(sys.argv[1:])
+    except ConfigError as exc:
+        _fail(f"config error: {exc}", 2)
     _hydra_main()

@@ -10,6 +10,7 @@ from pipeline.config.schema import (
     TrackingConfig,
     TrainConfig,
     check_override_keys,
+    check_predict_keys,
     validate,
     validate_predict,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "TrackingConfig",
     "TrainConfig",
     "check_override_keys",
+    "check_predict_keys",
     "config_dir",
     "project_home",
     "validate",

@@ -207,6 +207,15 @@ def check_override_keys(args: Sequence[str]) -> None:
             cls = fields[part]
 
 
+def check_predict_keys(args: Sequence[str]) -> None:
+    """`check_override_keys` for the predict command, whose keys are all top-level."""
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        hydra_own = key.startswith(("-", "+", "~", "hydra.", "hydra/"))
+        if "=" in arg and not hydra_own and key not in PredictConfig.model_fields:
+            raise ConfigError(_unknown_key(key, PredictConfig.model_fields))
+
+
 def _fields(cls: Any) -> dict[str, Any] | None:
     """Field name -> annotation of a model, or of all members of a union of models."""
     members = _union_members(cls) or (

@@ -57,6 +57,9 @@ def test_predict_a_tar_gz_lists_bad_files_and_writes_the_csv(
     assert {r["letter"] for r in rows} <= set("ABCDEFGHIJ")
     assert all(0.1 <= float(r["probability"]) <= 1 for r in rows)
     assert sorted(p.name for p in work.iterdir()) == ["predictions.csv"]  # no log, no .hydra
+    # no progress bars: Keras' per-call bar, MLflow's artifact download bar
+    assert "━" not in result.stdout + result.stderr
+    assert "Downloading artifacts" not in result.stderr
 
 
 def test_missing_keys_and_inputs_are_one_line_errors(tmp_path: Path) -> None:
@@ -65,6 +68,12 @@ def test_missing_keys_and_inputs_are_one_line_errors(tmp_path: Path) -> None:
     result = _predict(work, "input=x.png")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("config error: model=<URI> is required")
+    result = _predict(work, "model=m", "input=x.png", "ouptut=p.csv")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "config error: unknown key 'ouptut': the config has "
+        "batch_size, convert, input, model, output, tracking_uri"
+    )
     result = _predict(work, "model=models:/notmnist@champion", f"input={tmp_path / 'nope'}")
     assert result.returncode == 1
     assert (

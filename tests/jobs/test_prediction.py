@@ -13,6 +13,7 @@ import pytest
 from models_fixture import BAD_FILES, Champion, letters, write_sources
 
 from pipeline.jobs.prediction import load_model, predict_files, read_images
+from pipeline.tracking.models import load_keras
 
 champion = models_fixture.champion  # the shared registered model (a session fixture)
 
@@ -77,3 +78,6 @@ def test_any_model_uri_mlflow_accepts(champion: Champion) -> None:
     outputs = [np.asarray(load_model(uri).predict(images)) for uri in uris]
     for output in outputs[1:]:
         np.testing.assert_array_equal(output, outputs[0])
+    # the Keras network itself, for evaluation code that wants it
+    keras_model = load_keras(f"models:/{champion.name}@champion")
+    np.testing.assert_allclose(keras_model.predict(images, verbose=0), outputs[0], atol=1e-6)

@@ -68,10 +68,6 @@ class ImageInputError(MlflowException):
         self._text = value
 
 
-def _invalid(message: str) -> MlflowException:
-    return ImageInputError(message)
-
-
 def check_images(images: Any) -> np.ndarray:
     """Raw pixels as a (n, 28, 28) uint8 array, or an MlflowException (INVALID_PARAMETER_VALUE)
     whose first line says what was expected and what came instead: never the array itself."""
@@ -80,32 +76,33 @@ def check_images(images: Any) -> np.ndarray:
     try:
         array = np.asarray(images)
     except ValueError as exc:  # ragged nested lists
-        raise _invalid(f"{_EXPECTED}; got nested lists of unequal lengths ({exc})") from None
+        raise ImageInputError(f"{_EXPECTED}; got nested lists of unequal lengths ({exc})") from None
     if array.dtype == object:
         try:
             array = array.astype(np.float64)
         except (TypeError, ValueError):
-            raise _invalid(f"{_EXPECTED}; got values that are not numbers") from None
+            raise ImageInputError(f"{_EXPECTED}; got values that are not numbers") from None
     if array.shape == IMAGE_SHAPE:
         array = array[np.newaxis]
     if array.ndim != 3 or array.shape[1:] != IMAGE_SHAPE:
-        raise _invalid(f"{_EXPECTED}; got shape {array.shape}")
+        raise ImageInputError(f"{_EXPECTED}; got shape {array.shape}")
     if array.dtype == np.uint8:
         return array
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise _invalid(f"{_EXPECTED}; got values that are not numbers (dtype {array.dtype})")
+        raise ImageInputError(f"{_EXPECTED}; got values that are not numbers (dtype {array.dtype})")
     if array.size == 0:
         return array.astype(np.uint8)
     low, high = array.min(), array.max()
     if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 255:
-        raise _invalid(f"{_EXPECTED}; got values from {low} to {high}")
-    if np.issubdtype(array.dtype, np.floating) and not np.array_equal(array, np.rint(array)):
-        if high <= 1:
-            raise _invalid(
-                f"{_EXPECTED}; got values from {low} to {high}, which look scaled to 0-1: "
-                "send the raw pixels (multiply by 255 and round)"
-            )
-        raise _invalid(
+        raise ImageInputError(f"{_EXPECTED}; got values from {low} to {high}")
+    floats = np.issubdtype(array.dtype, np.floating)
+    if floats and 0 < high <= 1:  # a real glyph scaled to 0-1, even one of only 0s and 1s
+        raise ImageInputError(
+            f"{_EXPECTED}; got values from {low} to {high}, which look scaled to 0-1: "
+            "send the raw pixels (multiply by 255 and round)"
+        )
+    if floats and not np.array_equal(array, np.rint(array)):
+        raise ImageInputError(
             f"{_EXPECTED} as whole numbers; got fractional values (e.g. {_first_fraction(array)}): "
             "round them rather than have them truncated"
         )
@@ -204,13 +201,13 @@ def load_keras(model_uri: str) -> Any:
     """The Keras network of a model logged by `log_keras_model` (any URI MLflow accepts), or of
     an older run's `mlflow.tensorflow` model."""
     loaded = mlflow.pyfunc.load_model(model_uri)
-    inner = loaded.unwrap_python_model() if _is_python_model(loaded) else None
+    try:
+        inner = loaded.unwrap_python_model()
+    except MlflowException:  # not a pyfunc PythonModel: an mlflow.tensorflow model
+        inner = None
     if isinstance(inner, LetterClassifier):
         return inner.keras_model
     import importlib
 
     return importlib.import_module("mlflow.tensorflow").load_model(model_uri)
 
-
-def _is_python_model(loaded: Any) -> bool:
-    return bool(loaded.metadata.flavors.get("python_function", {}).get("python_model"))

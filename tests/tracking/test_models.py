@@ -51,6 +51,7 @@ def _refusal(images) -> str:
     ("images", "said"),
     [
         (PIXELS / 255.0, "look scaled to 0-1"),
+        ((PIXELS > 127).astype(float), "look scaled to 0-1"),  # 0.0 and 1.0 only: still scaled
         (PIXELS.astype(float) * 0.999 + 0.1, "whole numbers"),  # fractions, not truncated
         (PIXELS.astype(float) + 300, "got values from 300.0"),
         (PIXELS.astype(np.int64) - 1, "got values from -1"),
@@ -60,7 +61,10 @@ def _refusal(images) -> str:
         ([[["a"] * 28] * 28], "not numbers"),
         (np.full((1, 28, 28), np.nan), "got values from nan"),
     ],
-    ids=["scaled", "fractional", "above", "below", "flat", "cropped", "ragged", "text", "nan"],
+    ids=[
+        *("scaled", "scaled-binary", "fractional", "above", "below"),
+        *("flat", "cropped", "ragged", "text", "nan"),
+    ],
 )
 def test_bad_input_is_refused_with_what_was_expected_first(images, said: str) -> None:
     first = _refusal(images)

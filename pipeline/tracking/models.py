@@ -210,4 +210,3 @@ def load_keras(model_uri: str) -> Any:
     import importlib
 
     return importlib.import_module("mlflow.tensorflow").load_model(model_uri)
-

@@ -75,6 +75,13 @@ def champion(tmp_path_factory: pytest.TempPathFactory, _empty_store: Path) -> Ch
     [run] = client.search_runs([client.get_experiment_by_name("champion").experiment_id])
     [logged] = client.search_logged_models([run.info.experiment_id])
     model_uri = f"models:/{logged.model_id}"
+    version = register_champion(model_uri, env)
+    return Champion(uri, run.info.run_id, model_uri, version, run.data.metrics["test_accuracy"])
+
+
+def register_champion(model_uri: str, env: dict[str, str]) -> str:
+    """Register the model as the next version of `notmnist` with the alias `champion`, with
+    plain MLflow calls in a subprocess (the store is env's MLFLOW_TRACKING_URI)."""
     registered = subprocess.run(
         [sys.executable, "-c", _REGISTER, model_uri],
         env=env,
@@ -83,13 +90,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory, _empty_store: Path) -> Ch
         timeout=300,
     )
     assert registered.returncode == 0, registered.stderr[-3000:]
-    return Champion(
-        uri,
-        run.info.run_id,
-        model_uri,
-        registered.stdout.split()[-1],
-        run.data.metrics["test_accuracy"],
-    )
+    return registered.stdout.split()[-1]
 
 
 # Files predict must list and skip, with the reason it gives for each.

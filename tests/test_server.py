@@ -113,3 +113,30 @@ def test_pipeline_logs_to_server(server: str, tmp_path: Path) -> None:
     )
     model = mlflow.pyfunc.load_model(logged.model_uri)
     assert model.metadata.signature is not None
+
+
+def test_predict_and_reproduce_through_the_server(server: str, tmp_path: Path) -> None:
+    """The registry, prediction and reproduction work the same against a team's server."""
+    import os
+
+    from models_fixture import letters, register_champion, write_sources
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server}
+    trained = cli(*TINY, "tracking.experiment=served", f"hydra.run.dir={tmp_path}", env=env)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    client = MlflowClient(server)
+    [run] = client.search_runs([client.get_experiment_by_name("served").experiment_id])
+    register_champion(f"runs:/{run.info.run_id}/model", env)
+    tar = write_sources(tmp_path / "in", letters(20)[0])["tar"]
+    predicted = cli(
+        "model=models:/notmnist@champion",
+        f"input={tar}",
+        f"output={tmp_path / 'p.csv'}",
+        module="pipeline.predict",
+        env=env,
+    )
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert "Read 20 images, skipped 3" in predicted.stdout
+    reproduced = cli(run.info.run_id, module="pipeline.reproduce", env=env)
+    assert reproduced.returncode == 0, reproduced.stdout[-3000:] + reproduced.stderr[-3000:]
+    assert f"reproduces run {run.info.run_id} metric for metric" in reproduced.stdout

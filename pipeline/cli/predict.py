@@ -68,10 +68,10 @@ def _hydra_main(cfg: DictConfig) -> None:
     elapsed = time.perf_counter() - started
     for name, reason in outcome.skipped:
         print(f"skipped {name}: {reason}", file=sys.stderr)
-    rate = f" ({outcome.read / elapsed:,.0f} images/s after start-up)" if outcome.read else ""
+    rate = f", {outcome.read / elapsed:,.0f} images/s" if outcome.read else ""
     print(
         f"Read {outcome.read} images, skipped {len(outcome.skipped)}; "
-        f"predictions in {outcome.output}{rate}"
+        f"predictions in {outcome.output} ({elapsed:.2f} s after start-up{rate})"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import pickle
 import tarfile
 from pathlib import Path
@@ -13,6 +14,8 @@ from make_sources import letters, png, tar_files, write_folder, write_idx, write
 
 from pipeline.stages.data import DataError
 from pipeline.stages.data.sources import (
+    _read_maybe_gzip,
+    _ustar_members,
     detect,
     labels_beside,
     read_folder,
@@ -174,3 +177,32 @@ def test_detect_refuses_ambiguous_or_empty_folders(tmp_path: Path, sample) -> No
     (tmp_path / "weird.bin").write_bytes(png(sample[0][0]))
     with pytest.raises(DataError, match="set data.format"):
         detect(tmp_path / "weird.bin")
+
+
+def _tarfile_members(raw: bytes) -> list[tuple]:
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as archive:
+        return [(m.name, m.type, m.size, m.offset_data) for m in archive.getmembers()]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_direct_header_reading_agrees_with_tarfile(tmp_path: Path, sample, fmt: int) -> None:
+    """Plain archives are read from their headers directly; long names (GNU or pax headers)
+    leave them to tarfile. Either way the members are tarfile's, to the byte."""
+    images, labels = sample
+    files = {**tar_files(images, labels), f"top/{'deep' * 30}/A/long.png": png(images[0])}
+    if fmt == tarfile.USTAR_FORMAT:
+        files.pop(f"top/{'deep' * 30}/A/long.png")  # ustar cannot hold it
+    path = tmp_path / "t.tar"
+    with tarfile.open(path, "w", format=fmt) as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    raw = _read_maybe_gzip(path)
+    direct = _ustar_members(raw)
+    if fmt == tarfile.USTAR_FORMAT:
+        assert direct is not None
+        assert [(m.name, m.type, m.size, m.offset_data) for m in direct] == _tarfile_members(raw)
+    else:
+        assert direct is None
+    assert len(read_tar(path, labelled=False).names) == len(files)

@@ -8,6 +8,7 @@ data changed (one line: `data error:` / `run error:`), 2 the logged config no lo
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -33,8 +34,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--tracking-uri", help="default: $MLFLOW_TRACKING_URI or the project's mlruns/"
     )
     args = parser.parse_args(argv)
-    import os
-
     uri = resolve_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
     _process.import_tensorflow_without_jax()
     from pipeline.jobs.reproduction import reproduce

@@ -2,8 +2,8 @@
 
 One small training run (`python -m pipeline`, in a subprocess so that this process's MLflow
 state is untouched) in its own store, registered with plain MLflow calls as version 1 of
-`notmnist` with the alias `champion`. Import the fixture into a test module to use it:
-`champion = models_fixture.champion`.
+`notmnist` with the alias `champion`. tests/conftest.py imports the fixture, so that every
+module shares the one session-scoped instance.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY, cli
 
-# Ten epochs of Adam on the tiny synthetic set: good enough that right letters are checkable.
+# Ten epochs of Adam on the tiny synthetic set (with conftest.TINY): good enough that right
+# letters are checkable.
 TRAIN = (
-    *TINY,
     "model.hidden_units=[64]",
     "train.epochs=10",
     "train.optimizer=adam",
@@ -61,12 +60,15 @@ def letters(n: int = 60, seed: int = 321) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def champion(tmp_path_factory: pytest.TempPathFactory, _empty_store: Path) -> Champion:
+    from conftest import TINY, cli  # (conftest imports this module)
+
     folder = tmp_path_factory.mktemp("champion")
     db = folder / "mlflow.db"
     shutil.copyfile(_empty_store, db)
     uri = f"sqlite:///{db}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PIPELINE_CACHE_DIR": str(folder / "cache")}
-    trained = cli(*TRAIN, "tracking.experiment=champion", f"hydra.run.dir={folder}", env=env)
+    settings = (*TINY, *TRAIN, "tracking.experiment=champion", f"hydra.run.dir={folder}")
+    trained = cli(*settings, env=env)
     assert trained.returncode == 0, trained.stderr[-3000:]
 
     from mlflow.tracking import MlflowClient

@@ -15,13 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
-import models_fixture
 import numpy as np
 import pytest
 from models_fixture import Champion, letters
 
 pytestmark = pytest.mark.slow
-champion = models_fixture.champion  # the shared registered model (a session fixture)
 
 
 def _free_port() -> int:

@@ -8,12 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import models_fixture
 import pytest
 from conftest import PROJECT_ROOT
 from models_fixture import BAD_FILES, Champion, letters, write_sources
-
-champion = models_fixture.champion  # the shared registered model (a session fixture)
 
 
 def _predict(cwd: Path, *args: str, env: dict[str, str] | None = None):

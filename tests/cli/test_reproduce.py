@@ -3,13 +3,10 @@ same metrics, and says so metric by metric."""
 
 from __future__ import annotations
 
-import models_fixture
 import pytest
 from conftest import cli
 from mlflow.tracking import MlflowClient
 from models_fixture import Champion
-
-champion = models_fixture.champion  # a finished training run (a session fixture)
 
 
 @pytest.mark.slow

@@ -7,15 +7,12 @@ import csv
 from pathlib import Path
 
 import mlflow
-import models_fixture
 import numpy as np
 import pytest
 from models_fixture import BAD_FILES, Champion, letters, write_sources
 
 from pipeline.jobs.prediction import load_model, predict_files, read_images
 from pipeline.tracking.models import load_keras
-
-champion = models_fixture.champion  # the shared registered model (a session fixture)
 
 
 @pytest.fixture(scope="module")

@@ -69,6 +69,7 @@ class Tag:
     SWEEP_RUNS: Final = "sweep.runs"
     SWEEP_FAILED: Final = "sweep.failed"
     BEST_PREFIX: Final = "best."  # + run_id, run_name, and each varied setting
+    REPRODUCES: Final = "reproduces"  # on a run made by `pipeline.reproduce`: the original's id
     # retraining: on audit runs (and, where said, on model versions)
     RETRAIN_ACTION: Final = "retrain.action"  # retrain, promote, rollback
     DECISION: Final = "retrain.decision"  # promoted, kept, skipped, locked_out, failed (+ versions)

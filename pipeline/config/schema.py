@@ -217,6 +217,33 @@ class RetrainAppConfig(AppConfig):
         return AppConfig(data=self.data, model=self.model, train=self.train, tracking=self.tracking)
 
 
+class PredictConfig(_Section):
+    """`python -m pipeline.predict` (conf/predict/predict.yaml)."""
+
+    model: Annotated[str, Field(min_length=1)]
+    input: Annotated[str, Field(min_length=1)]
+    output: Annotated[str, Field(min_length=1)]
+    convert: bool
+    batch_size: PositiveInt
+    tracking_uri: str | None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _required(cls, raw: Any) -> Any:
+        if isinstance(raw, Mapping):
+            if raw.get("model") is None:
+                raise ValueError(
+                    "model=<URI> is required: models:/notmnist@champion, models:/notmnist/3, "
+                    "models:/m-<id> or runs:/<run id>/model"
+                )
+            if raw.get("input") is None:
+                raise ValueError(
+                    "input=<path> is required: a PNG, a folder of PNGs, a .tar.gz of PNGs "
+                    "or an *idx3-ubyte[.gz] images file"
+                )
+        return raw
+
+
 def validate(raw: object) -> AppConfig:
     """Check a composed (and resolved) config tree; raise ConfigError with one line per problem."""
     return _validated(AppConfig, raw)
@@ -235,6 +262,15 @@ def _validated(schema: type[_M], raw: object) -> _M:
         raise ConfigError("; ".join(problems)) from None
 
 
+def validate_predict(raw: object) -> PredictConfig:
+    """`validate` for the predict command's config."""
+    try:
+        return PredictConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = dict.fromkeys(_describe(err, PredictConfig) for err in exc.errors())
+        raise ConfigError("; ".join(problems)) from None
+
+
 def check_override_keys(args: Sequence[str], schema: type[BaseModel] | None = None) -> None:
     """Reject `section.key=value` overrides whose key is not in the schema, naming the keys
     that are (Hydra refuses them too, but without saying what is allowed). A top-level
@@ -244,11 +280,12 @@ def check_override_keys(args: Sequence[str], schema: type[BaseModel] | None = No
         key = arg.split("=", 1)[0]
         if "=" not in arg or key.startswith(("-", "+", "~", "hydra.")) or "/" in key:
             continue
+        root = schema or AppConfig
         if "." not in key:
-            if key not in groups and key not in AppConfig.model_fields:
-                raise ConfigError(_unknown_key(key, AppConfig.model_fields))
+            if key not in groups and key not in root.model_fields:
+                raise ConfigError(_unknown_key(key, root.model_fields))
             continue
-        cls: Any = schema or AppConfig
+        cls: Any = root
         path: list[str] = []
         for part in key.split("."):
             fields = _fields(cls)
@@ -258,6 +295,15 @@ def check_override_keys(args: Sequence[str], schema: type[BaseModel] | None = No
                 raise ConfigError(_unknown_key(".".join([*path, part]), fields))
             path.append(part)
             cls = fields[part]
+
+
+def check_predict_keys(args: Sequence[str]) -> None:
+    """`check_override_keys` for the predict command, whose keys are all top-level."""
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        hydra_own = key.startswith(("-", "+", "~", "hydra.", "hydra/"))
+        if "=" in arg and not hydra_own and key not in PredictConfig.model_fields:
+            raise ConfigError(_unknown_key(key, PredictConfig.model_fields))
 
 
 def _fields(cls: Any) -> dict[str, Any] | None:
@@ -272,6 +318,8 @@ def _fields(cls: Any) -> dict[str, Any] | None:
 
 def _describe(err: Any, schema: type[BaseModel] | None = None) -> str:
     """'model.dropout_rate=1.5: Input should be less than 1'; unknown keys list the known ones."""
+    if not err["loc"]:  # a check across the whole config
+        return str(err["msg"]).removeprefix("Value error, ")
     path, parent = _walk(err["loc"], schema or AppConfig)
     if err["type"] == "extra_forbidden":
         return _unknown_key(path, parent.model_fields if parent else ())

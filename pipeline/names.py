@@ -33,6 +33,7 @@ class Metric:
     FLOPS_TRAIN_STEP: Final = "flops_train_step_per_example"
     SECONDS_PREFIX: Final = "seconds."  # + phase: startup, data, build, train, ...
     SECONDS_TRAIN: Final = "seconds.train"
+    SECONDS_TRIAL: Final = "seconds.trial"  # a search trial's wall time, bookkeeping included
 
 
 class Tag:
@@ -55,6 +56,11 @@ class Tag:
     SWEEP_RUNS: Final = "sweep.runs"
     SWEEP_FAILED: Final = "sweep.failed"
     BEST_PREFIX: Final = "best."  # + run_id, run_name, and each varied setting
+    SEARCH: Final = "search"  # "true" on a study's parent run
+    SEARCH_STUDY: Final = "search.study"
+    SEARCH_STORAGE: Final = "search.storage"
+    SEARCH_TRIAL: Final = "search.trial"  # the Optuna trial number of a child run
+    PRUNED: Final = "pruned"
 
 
 class Artifact:
@@ -68,4 +74,5 @@ class Artifact:
     FIGURES_DIR: Final = "figures"
     DATA_DIR: Final = "data"
     COMPARISON_DIR: Final = "comparison"
+    SEARCH_DIR: Final = "search"  # a study's figures, trials and best experiment
     MODEL_NAME: Final = "model"

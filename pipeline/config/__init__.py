@@ -6,10 +6,13 @@ from pipeline.config.schema import (
     ConfigError,
     DataConfig,
     ModelConfig,
+    SearchConfig,
     TrackingConfig,
     TrainConfig,
     check_override_keys,
     validate,
+    validate_search,
+    with_settings,
 )
 
 __all__ = [
@@ -17,10 +20,13 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "ModelConfig",
+    "SearchConfig",
     "TrackingConfig",
     "TrainConfig",
     "check_override_keys",
     "config_dir",
     "project_home",
     "validate",
+    "validate_search",
+    "with_settings",
 ]

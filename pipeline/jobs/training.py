@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import keras
 import mlflow
@@ -67,6 +67,10 @@ def run(
     parent_run_id: str | None = None,
     threads: int | None = None,
     started: float | None = None,
+    *,
+    dataset: Dataset | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    tags: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
     """Train and evaluate one configuration inside one MLflow run; return its final metrics.
 
@@ -74,18 +78,20 @@ def run(
     as a FAILED run with its traceback rather than lost. `parent_run_id` nests it under a
     sweep; `threads` caps TensorFlow's threads (parallel sweep jobs share the cores);
     `started` is the `time.perf_counter()` at which the program started, for `seconds.startup`.
+    A search passes the `dataset` its worker decoded once (else `cfg.data` is loaded), more
+    per-epoch `callbacks` (its pruner) and the run's `tags`.
     """
     phases = Phases(started)
     if threads:
         limit_threads(threads)
     with phases("logging"):
         store = connect(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
-    tags = {Tag.KERAS_BACKEND: keras.backend.backend()}
-    with tracked_run(store, cfg.tracking.run_name, parent_run_id, tags) as active:
+    run_tags = {Tag.KERAS_BACKEND: keras.backend.backend(), **(tags or {})}
+    with tracked_run(store, cfg.tracking.run_name, parent_run_id, run_tags) as active:
         with phases("logging"):
             log_config(cfg.model_dump(mode="json"), overrides)
         with phases("data"):
-            dataset = load_data(cfg.data)
+            dataset = load_data(cfg.data) if dataset is None else dataset
         with phases("logging"):
             log_dataset(dataset)
 
@@ -98,6 +104,8 @@ def run(
                 num_classes=len(dataset.classes),
                 image_shape=dataset.train.images.shape[1:],
                 name=cfg.model.name,
+                **cfg.model.augment.model_dump(),
+                seed=cfg.train.seed,
             )
             optimizer = make_optimizer(
                 cfg.train.optimizer,
@@ -121,7 +129,7 @@ def run(
                 early_stopping_monitor=es.monitor if es.enabled else None,
                 patience=es.patience,
                 min_delta=es.min_delta,
-                callbacks=[epoch_logger, StopOnSignal()],
+                callbacks=[epoch_logger, StopOnSignal(), *callbacks],
                 verbose=cfg.train.verbose,
             )
         phases.seconds["train"] -= epoch_logger.seconds

@@ -537,6 +537,7 @@ def optuna_figures(study: optuna.Study) -> dict[str, Any]:
     figures = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", "This figure includes Axes", UserWarning)
         for name, plot in draw.items():
             try:
                 axes = plot(study)
@@ -592,11 +593,11 @@ def main(
         return 0
     threads = search.threads or max(1, (os.cpu_count() or 1) // search.workers)
     limit_threads(threads)
-    varies_data = any(key.startswith("data.") for key in search.params)
-    dataset = None if varies_data else load_data(cfg.data)  # once per worker, not per trial
-    study = join(search, cfg, space)
     helpers = [_spawn(overrides, threads, i) for i in range(1, search.workers)]
     try:
+        varies_data = any(key.startswith("data.") for key in search.params)
+        dataset = None if varies_data else load_data(cfg.data)  # once per worker, not per trial
+        study = join(search, cfg, space)
         ran = work(study, cfg, overrides, threads, dataset)
     finally:
         codes = [_reap(p) for p in helpers]

@@ -56,6 +56,9 @@ def _hydra_main(cfg: DictConfig) -> None:
     except DataError as exc:
         print(f"data error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the running trial's run is marked KILLED
+        print("interrupted: this worker's trial is marked KILLED", file=sys.stderr)
+        raise SystemExit(130) from None
     if code:
         raise SystemExit(code)
 

@@ -224,7 +224,7 @@ def join(search: SearchConfig, cfg: AppConfig, space: str = "") -> Study:
     store = connect(tracking.uri, tracking.experiment, tracking.artifact_location)
     check_storage(search.storage, store.uri)
     storage, lock_uri = open_storage(search, store)
-    sampler = optuna.samplers.TPESampler(seed=search.sampler_seed, constant_liar=True)
+    sampler = _sampler(search.sampler_seed, 0)
     pruner = _pruner(search, cfg.train.epochs)
     with store_lock(store.uri, f"study-{search.study}", -1, lock_uri):
         study = optuna.create_study(
@@ -263,6 +263,15 @@ def _storage_label(storage: str | None, lock_uri: str) -> str:
         return f"journal {lock_uri.removeprefix('file://')}"
     scheme, _, rest = storage.partition("://")
     return f"{scheme}://{rest.rpartition('@')[2]}"  # no password in a tag
+
+
+def _sampler(seed: int | None, trial_number: int) -> optuna.samplers.BaseSampler:
+    """TPE, seeded per trial: workers that start together would otherwise draw the same
+    values, while one worker stays repeatable. `constant_liar` keeps parallel workers from
+    crowding where others' trials still run."""
+    return optuna.samplers.TPESampler(
+        seed=None if seed is None else seed * 100_003 + trial_number, constant_liar=True
+    )
 
 
 def _pruner(search: SearchConfig, epochs: int) -> optuna.pruners.BasePruner:
@@ -396,7 +405,11 @@ def _next_trial(study: Study) -> optuna.Trial | None:
     waiting = any(t.state == TrialState.WAITING for t in trials)
     if not waiting and len(counted(trials)) >= study.search.n_trials:
         return None
-    return study.optuna.ask()
+    with warnings.catch_warnings():  # ask/tell with heartbeats: ours, not Study.optimize's
+        warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+        trial = study.optuna.ask()
+    study.optuna.sampler = _sampler(study.search.sampler_seed, trial.number)
+    return trial
 
 
 def _finished(study: Study) -> bool:

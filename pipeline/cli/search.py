@@ -49,7 +49,8 @@ def _hydra_main(cfg: DictConfig) -> None:
 
     space = str(HydraConfig.get().runtime.choices.get("search", ""))
     try:
-        code = job.main(search, settings, overrides, space=f"search={space}")
+        hydra_overrides = list(HydraConfig.get().overrides.hydra)  # hydra.searchpath=...
+        code = job.main(search, settings, overrides, f"search={space}", hydra_overrides)
     except ValueError as exc:  # a storage refused before any work
         print(f"config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

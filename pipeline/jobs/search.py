@@ -593,6 +593,7 @@ def main(
     cfg: AppConfig,
     overrides: Sequence[str],
     space: str = "",
+    hydra_overrides: Sequence[str] = (),
 ) -> int:
     """`python -m pipeline.search`: join the study and work on it (with `search.workers - 1`
     more local worker processes), or only report it. Returns the exit code."""
@@ -606,7 +607,8 @@ def main(
         return 0
     threads = search.threads or max(1, (os.cpu_count() or 1) // search.workers)
     limit_threads(threads)
-    helpers = [_spawn(overrides, threads, i) for i in range(1, search.workers)]
+    command = [*overrides, *hydra_overrides]
+    helpers = [_spawn(command, threads, i) for i in range(1, search.workers)]
     try:
         varies_data = any(key.startswith("data.") for key in search.params)
         dataset = None if varies_data else load_data(cfg.data)  # once per worker, not per trial
@@ -620,7 +622,8 @@ def main(
 
 def _spawn(overrides: Sequence[str], threads: int, index: int) -> subprocess.Popen[bytes]:
     """One more worker: the same command, as a single worker with its share of the cores."""
-    own = [o for o in overrides if not o.startswith(("search.workers=", "search.threads="))]
+    mine = ("search.workers=", "search.threads=", "hydra.run.dir=", "hydra.mode=")
+    own = [o for o in overrides if not o.startswith(mine)]
     args = [*own, "search.workers=1", f"search.threads={threads}"]
     args += [f"hydra.run.dir=outputs/search-workers/{os.getpid()}-{index}"]
     return subprocess.Popen([sys.executable, "-m", "pipeline.search", *args])

@@ -227,6 +227,11 @@ def join(search: SearchConfig, cfg: AppConfig, space: str = "") -> Study:
     sampler = _sampler(search.sampler_seed, 0)
     pruner = _pruner(search, cfg.train.epochs)
     with store_lock(store.uri, f"study-{search.study}", -1, lock_uri):
+        if search.report_only and search.study not in optuna.get_all_study_names(storage):
+            raise ValueError(
+                f"search.study={search.study}: no such study in "
+                f"{_storage_label(search.storage, lock_uri)}"
+            )
         study = optuna.create_study(
             storage=storage,
             study_name=search.study,
@@ -251,6 +256,8 @@ def join(search: SearchConfig, cfg: AppConfig, space: str = "") -> Study:
                 },
             )
             parent = run.info.run_id
+            settings = yaml.safe_dump(search.model_dump(mode="json"), sort_keys=False)
+            client.log_text(parent, settings, f"{Artifact.SEARCH_DIR}/search.yaml")
             study.set_user_attr(PARENT_ATTR, parent)
             log.info("Study '%s': parent run %s", search.study, parent)
         elif not search.report_only and client.get_run(parent).info.status != "RUNNING":

@@ -149,6 +149,24 @@ def test_exported_experiment_reproduces_the_best_trial(tiny_study: dict[str, Any
         assert rerun.iloc[0][f"metrics.{metric}"] == trial_run[f"metrics.{metric}"], metric
 
 
+def test_report_on_demand(tiny_study: dict[str, Any]) -> None:
+    """`python -m pipeline.search report` logs the report again; an unknown study is an error
+    of one line, not a new empty study."""
+    env = _env(tiny_study["store_uri"], tiny_study["root"] / "cache")
+    again = cli("report", "search=pruning", module="pipeline.search", env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    parent, _ = _parent_and_children(_runs(tiny_study["store_uri"]))
+    assert parent["status"] == "FINISHED"
+    unknown = cli(
+        "report", "search=pruning", "search.study=nope", module="pipeline.search", env=env
+    )
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines()[-1] == (
+        f"config error: search.study=nope: no such study in journal "
+        f"{journal_path(tiny_study['store_uri'], 'nope')}"
+    )
+
+
 # --- workers --------------------------------------------------------------------------------
 
 

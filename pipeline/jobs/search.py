@@ -415,6 +415,11 @@ def _next_trial(study: Study) -> optuna.Trial | None:
     with warnings.catch_warnings():  # ask/tell with heartbeats: ours, not Study.optimize's
         warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
         trial = study.optuna.ask()
+    # its first heartbeat before the lock is released: a retried trial carries its dead
+    # predecessor's last one, which the next worker to look would take for a dead worker
+    storage = study.optuna._storage
+    assert isinstance(storage, BaseHeartbeat)
+    storage.record_heartbeat(trial._trial_id)
     study.optuna.sampler = _sampler(study.search.sampler_seed, trial.number)
     return trial
 

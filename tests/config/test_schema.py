@@ -113,7 +113,10 @@ def test_tracking_uri_follows_environment(monkeypatch: pytest.MonkeyPatch) -> No
         ("train.early_stopping.monitor=acc", "'val_loss', 'val_accuracy', 'loss' or 'accuracy'"),
         ("train.batch_size=abc", "train.batch_size=abc: Input should be a valid integer"),
         ("model.hidden_units=[0]", "model.hidden_units.0=0: Input should be greater than"),
-        ("+model.dropout=0.1", "unknown key 'model.dropout': model has augment, dropout_rate, hidden_units"),
+        (
+            "+model.dropout=0.1",
+            "unknown key 'model.dropout': model has augment, dropout_rate, hidden_units",
+        ),
         ("+extra=1", "unknown key 'extra': the config has data, model, tracking, train"),
     ],
 )

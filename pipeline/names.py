@@ -46,6 +46,7 @@ class Metric:
     HOLDOUT_MACRO_F1: Final = "holdout_macro_f1"
     HOLDOUT_LOSS: Final = "holdout_loss"
     HOLDOUT_CLASS_PREFIX: Final = "holdout_accuracy."  # + letter
+    SECONDS_TRIAL: Final = "seconds.trial"  # a search trial's wall time, bookkeeping included
 
 
 class Tag:
@@ -94,6 +95,12 @@ class Tag:
     PID_STARTED: Final = "pid.started"  # the process's start time (Linux: clock ticks since boot)
     RESUMED: Final = "resumed"  # how many times `train.resume` continued the run
 
+    SEARCH: Final = "search"  # "true" on a study's parent run
+    SEARCH_STUDY: Final = "search.study"
+    SEARCH_STORAGE: Final = "search.storage"
+    SEARCH_TRIAL: Final = "search.trial"  # the Optuna trial number of a child run
+    PRUNED: Final = "pruned"
+
 
 class ExperimentTag:
     """Experiment tag keys that MLflow's UI reads."""
@@ -117,6 +124,7 @@ class Artifact:
     DATA_DIR: Final = "data"
     COMPARISON_DIR: Final = "comparison"
     REPORT_HTML: Final = "comparison/report.html"  # MLflow's UI renders HTML artifacts
+    SEARCH_DIR: Final = "search"  # a study's figures, trials and best experiment
     MODEL_NAME: Final = "model"
     CHECKPOINT: Final = "checkpoint"  # the folder name under a store's checkpoints/<run id>
     HOLDOUT_PER_CLASS: Final = "holdout/per_class.csv"  # retraining: both models, per letter

@@ -8,6 +8,7 @@ from pipeline.config.schema import (
     ModelConfig,
     PredictConfig,
     RetrainAppConfig,
+    SearchConfig,
     TrackingConfig,
     TrainConfig,
     check_override_keys,
@@ -15,6 +16,8 @@ from pipeline.config.schema import (
     validate,
     validate_predict,
     validate_retrain,
+    validate_search,
+    with_settings,
 )
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "ModelConfig",
     "PredictConfig",
     "RetrainAppConfig",
+    "SearchConfig",
     "TrackingConfig",
     "TrainConfig",
     "check_override_keys",
@@ -33,4 +37,6 @@ __all__ = [
     "validate",
     "validate_predict",
     "validate_retrain",
+    "validate_search",
+    "with_settings",
 ]

@@ -78,6 +78,8 @@ def run(
     threads: int | None = None,
     started: float | None = None,
     *,
+    dataset: Dataset | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
     tags: Mapping[str, str] | None = None,
     expected_data_digest: str | None = None,
 ) -> dict[str, float]:
@@ -86,9 +88,10 @@ def run(
     The run is opened first, so a failure in any stage (bad data file included) is recorded
     as a FAILED run with its traceback rather than lost. `parent_run_id` nests it under a
     sweep; `threads` caps TensorFlow's threads (parallel sweep jobs share the cores);
-    `started` is the `time.perf_counter()` at which the program started, for `seconds.startup`;
-    `tags` are added to the run's; `expected_data_digest` (a reproduction) makes loaded data
-    with another `data.digest` a DataError before any training.
+    `started` is the `time.perf_counter()` at which the program started, for `seconds.startup`.
+    A search passes the `dataset` its worker decoded once (else `cfg.data` is loaded), more
+    per-epoch `callbacks` (its pruner) and the run's `tags`; `expected_data_digest` (a
+    reproduction) makes loaded data with another `data.digest` a DataError before training.
     """
     phases = Phases(started)
     if threads:
@@ -110,7 +113,7 @@ def run(
             with phases("logging"):
                 log_config(cfg.model_dump(mode="json"), overrides)
         with phases("data"):
-            dataset = load_data(cfg.data)
+            dataset = load_data(cfg.data) if dataset is None else dataset
         if expected_data_digest is not None and dataset.digest() != expected_data_digest:
             raise DataError(
                 f"the data differs from the run's: {dataset.source} has data.digest "
@@ -131,6 +134,8 @@ def run(
                 num_classes=len(dataset.classes),
                 image_shape=dataset.train.images.shape[1:],
                 name=cfg.model.name,
+                **cfg.model.augment.model_dump(),
+                seed=cfg.train.seed,
             )
             optimizer = make_optimizer(
                 cfg.train.optimizer,
@@ -159,6 +164,7 @@ def run(
                     epoch_logger,  # first: the diverged epoch is logged, then the run stops
                     StopOnDivergence(cfg.train.learning_rate),
                     StopOnSignal(),
+                    *callbacks,
                 ],
                 verbose=cfg.train.verbose,
                 checkpoint_dir=checkpoints,

@@ -47,6 +47,8 @@ bench: setup  ## the benchmarks in bench/ (minutes; figures in docs/benchmarks.m
 	$(PY) bench/ingest.py
 	$(PY) bench/overhead.py
 	$(PY) bench/train.py --jax
+	$(PY) bench/predict.py
+	$(PY) bench/search.py
 
 lock: setup  ## re-pin every dependency after changing pyproject.toml
 	$(PY) -m pip freeze --exclude-editable | grep -v '^notmnist-pipeline' > requirements.lock

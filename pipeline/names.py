@@ -46,6 +46,7 @@ class Metric:
     HOLDOUT_MACRO_F1: Final = "holdout_macro_f1"
     HOLDOUT_LOSS: Final = "holdout_loss"
     HOLDOUT_CLASS_PREFIX: Final = "holdout_accuracy."  # + letter
+    SECONDS_TRIAL: Final = "seconds.trial"  # a search trial's wall time, bookkeeping included
 
 
 class Tag:
@@ -69,6 +70,7 @@ class Tag:
     SWEEP_RUNS: Final = "sweep.runs"
     SWEEP_FAILED: Final = "sweep.failed"
     BEST_PREFIX: Final = "best."  # + run_id, run_name, and each varied setting
+    REPRODUCES: Final = "reproduces"  # on a run made by `pipeline.reproduce`: the original's id
     # retraining: on audit runs (and, where said, on model versions)
     RETRAIN_ACTION: Final = "retrain.action"  # retrain, promote, rollback
     DECISION: Final = "retrain.decision"  # promoted, kept, skipped, locked_out, failed (+ versions)
@@ -93,6 +95,12 @@ class Tag:
     PID_STARTED: Final = "pid.started"  # the process's start time (Linux: clock ticks since boot)
     RESUMED: Final = "resumed"  # how many times `train.resume` continued the run
 
+    SEARCH: Final = "search"  # "true" on a study's parent run
+    SEARCH_STUDY: Final = "search.study"
+    SEARCH_STORAGE: Final = "search.storage"
+    SEARCH_TRIAL: Final = "search.trial"  # the Optuna trial number of a child run
+    PRUNED: Final = "pruned"
+
 
 class ExperimentTag:
     """Experiment tag keys that MLflow's UI reads."""
@@ -116,6 +124,7 @@ class Artifact:
     DATA_DIR: Final = "data"
     COMPARISON_DIR: Final = "comparison"
     REPORT_HTML: Final = "comparison/report.html"  # MLflow's UI renders HTML artifacts
+    SEARCH_DIR: Final = "search"  # a study's figures, trials and best experiment
     MODEL_NAME: Final = "model"
     CHECKPOINT: Final = "checkpoint"  # the folder name under a store's checkpoints/<run id>
     HOLDOUT_PER_CLASS: Final = "holdout/per_class.csv"  # retraining: both models, per letter

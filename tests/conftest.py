@@ -169,3 +169,8 @@ def postgres_db() -> Iterator[str]:
     finally:
         with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# The registered model that the prediction, serving and reproduction tests share, trained once
+# per session (tests/models_fixture.py); imported here so that every module gets the same one.
+from models_fixture import champion  # noqa: E402, F401

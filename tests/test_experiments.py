@@ -31,7 +31,7 @@ def _grid(experiment: str) -> list[list[str]]:
 
 
 def test_all_seven_lessons_are_there() -> None:
-    assert EXPERIMENTS == [
+    lessons = [
         "best",
         "deep_vs_wide",
         "dropout",
@@ -40,6 +40,7 @@ def test_all_seven_lessons_are_there() -> None:
         "linear_vs_mlp",
         "overfit",
     ]
+    assert sorted([*lessons, "searched"]) == EXPERIMENTS  # searched: a search's best trial
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -56,6 +57,7 @@ def test_every_sweep_point_is_a_valid_config(experiment: str) -> None:
         "l2": 8,
         "linear_vs_mlp": 2,
         "overfit": 4,
+        "searched": 1,
     }
     assert len(points) == expected[experiment]
 

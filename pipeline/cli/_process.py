@@ -47,6 +47,8 @@ def configure() -> None:
     # A run makes no network calls of its own accord: MLflow's usage telemetry would post to
     # the internet (and wait up to seconds for it at exit, offline). Set it to false to allow.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # No colour-coded progress bar each time a command downloads a model's few files.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # JAX (KERAS_BACKEND=jax) announces at INFO that this machine has no TPU.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     logging.getLogger("tensorflow").addFilter(_NoRetracingNotes())

@@ -105,6 +105,15 @@ class NotMnistDataConfig(_Section):
 DataConfig = Annotated[SyntheticDataConfig | NotMnistDataConfig, Field(discriminator="source")]
 
 
+class AugmentConfig(_Section):
+    """Random training-time distortions (Keras preprocessing layers, inert at inference); all
+    0 (the default) adds no layer, so the model is exactly the one without augmentation."""
+
+    shift: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0  # fraction of the image size
+    rotation_deg: Annotated[float, Field(ge=0.0, le=180.0)] = 0.0
+    zoom: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # +- fraction
+
+
 class ModelConfig(_Section):
     """Dense + ReLU + Dropout stack; `hidden_units: []` is multinomial logistic regression."""
 
@@ -112,6 +121,7 @@ class ModelConfig(_Section):
     hidden_units: tuple[PositiveInt, ...]
     dropout_rate: Fraction
     l2_beta: NonNegative
+    augment: AugmentConfig = AugmentConfig()
 
 
 class LearningRateDecay(_Section):
@@ -217,6 +227,158 @@ class RetrainAppConfig(AppConfig):
         return AppConfig(data=self.data, model=self.model, train=self.train, tracking=self.tracking)
 
 
+class PredictConfig(_Section):
+    """`python -m pipeline.predict` (conf/predict/predict.yaml)."""
+
+    model: Annotated[str, Field(min_length=1)]
+    input: Annotated[str, Field(min_length=1)]
+    output: Annotated[str, Field(min_length=1)]
+    convert: bool
+    batch_size: PositiveInt
+    tracking_uri: str | None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _required(cls, raw: Any) -> Any:
+        if isinstance(raw, Mapping):
+            if raw.get("model") is None:
+                raise ValueError(
+                    "model=<URI> is required: models:/notmnist@champion, models:/notmnist/3, "
+                    "models:/m-<id> or runs:/<run id>/model"
+                )
+            if raw.get("input") is None:
+                raise ValueError(
+                    "input=<path> is required: a PNG, a folder of PNGs, a .tar.gz of PNGs "
+                    "or an *idx3-ubyte[.gz] images file"
+                )
+        return raw
+
+
+class ParamSpec(_Section):
+    """How a search draws one setting: `float`/`int` uniform, `log_float`/`log_int` uniform
+    in log space (`low` > 0), or one of `choices` (any YAML values, lists included)."""
+
+    kind: Literal["float", "log_float", "int", "log_int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    step: Positive | None = None
+    choices: Annotated[tuple[Any, ...], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParamSpec:
+        if self.kind == "categorical":
+            if self.choices is None or self.low is not None or self.high is not None:
+                raise ValueError("kind categorical takes choices: [...] (and no low/high)")
+            return self
+        if self.low is None or self.high is None or self.choices is not None:
+            raise ValueError(f"kind {self.kind} takes low and high (and no choices)")
+        if self.low >= self.high:
+            raise ValueError(f"low={self.low:g} must be below high={self.high:g}")
+        if self.kind.startswith("log") and (self.low <= 0 or self.step is not None):
+            raise ValueError(f"kind {self.kind} needs low > 0 and no step")
+        if self.kind.endswith("int") and not (self.low.is_integer() and self.high.is_integer()):
+            raise ValueError(f"kind {self.kind} needs whole numbers for low and high")
+        return self
+
+    def extremes(self) -> list[tuple[str, Any]]:
+        """(label, value) of every value the space can reach at its edges, to check them."""
+        if self.choices is not None:
+            return [(f"choices[{i}]", c) for i, c in enumerate(self.choices)]
+        assert self.low is not None
+        assert self.high is not None
+        cast = int if self.kind.endswith("int") else float
+        return [("low", cast(self.low)), ("high", cast(self.high))]
+
+
+StudyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+class SearchConfig(_Section):
+    """An Optuna study over the training config (`python -m pipeline.search`, conf/search/)."""
+
+    study: StudyName
+    n_trials: PositiveInt
+    workers: PositiveInt
+    threads: PositiveInt | None
+    storage: str | None
+    sampler_seed: int | None
+    pruner: Literal["median", "hyperband", "none"]
+    startup_trials: Annotated[int, Field(ge=0)]
+    warmup_epochs: Annotated[int, Field(ge=0)]
+    heartbeat_seconds: PositiveInt
+    grace_seconds: PositiveInt
+    max_retry: Annotated[int, Field(ge=0)]
+    export: StudyName | None
+    report_only: bool
+    params: Annotated[dict[str, ParamSpec], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _grace_outlasts_heartbeat(self) -> SearchConfig:
+        if self.grace_seconds <= self.heartbeat_seconds:
+            raise ValueError("grace_seconds must be longer than heartbeat_seconds")
+        return self
+
+
+def validate_search(raw: object, base: AppConfig) -> SearchConfig:
+    """Check the `search` section, and that each searched key is a setting of `base` whose
+    every edge value (low, high, each choice) the training config accepts."""
+    try:
+        search = SearchConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = dict.fromkeys(_describe_search(err) for err in exc.errors())
+        raise ConfigError("; ".join(problems)) from None
+    tree = base.model_dump(mode="json")
+    for key, spec in search.params.items():
+        _check_setting(key, tree)
+        for label, value in spec.extremes():
+            try:
+                validate(with_settings(tree, {key: value}))
+            except ConfigError as exc:
+                raise ConfigError(f"search.params.{key}.{label}: {exc}") from None
+    return search
+
+
+def with_settings(tree: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a config tree with dotted `settings` ({'model.l2_beta': 1e-3}) set."""
+    import copy
+
+    result = copy.deepcopy(dict(tree))
+    for key, value in settings.items():
+        *sections, leaf = key.split(".")
+        node = result
+        for section in sections:
+            node = node[section]
+        node[leaf] = value
+    return result
+
+
+def _check_setting(key: str, tree: Mapping[str, Any]) -> None:
+    node: Any = tree
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            try:
+                check_override_keys([f"{key}=0"])
+            except ConfigError as exc:
+                raise ConfigError(f"search.params.{key}: {exc}") from None
+            raise ConfigError(f"search.params.{key}: no such setting in this config")
+        node = node[part]
+    if isinstance(node, Mapping):
+        raise ConfigError(f"search.params.{key}: a section, not a setting ({', '.join(node)})")
+
+
+def _describe_search(err: Any) -> str:
+    path = ".".join(["search", *(str(p) for p in err["loc"])])
+    if err["type"] == "extra_forbidden":
+        return f"unknown key '{path}'"
+    if err["type"] == "missing":
+        return f"missing key '{path}'"
+    message = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    if isinstance(value, Mapping):
+        return f"{path}: {message}"
+    return f"{path}={value}: {message}"
+
+
 def validate(raw: object) -> AppConfig:
     """Check a composed (and resolved) config tree; raise ConfigError with one line per problem."""
     return _validated(AppConfig, raw)
@@ -235,6 +397,15 @@ def _validated(schema: type[_M], raw: object) -> _M:
         raise ConfigError("; ".join(problems)) from None
 
 
+def validate_predict(raw: object) -> PredictConfig:
+    """`validate` for the predict command's config."""
+    try:
+        return PredictConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = dict.fromkeys(_describe(err, PredictConfig) for err in exc.errors())
+        raise ConfigError("; ".join(problems)) from None
+
+
 def check_override_keys(args: Sequence[str], schema: type[BaseModel] | None = None) -> None:
     """Reject `section.key=value` overrides whose key is not in the schema, naming the keys
     that are (Hydra refuses them too, but without saying what is allowed). A top-level
@@ -244,11 +415,12 @@ def check_override_keys(args: Sequence[str], schema: type[BaseModel] | None = No
         key = arg.split("=", 1)[0]
         if "=" not in arg or key.startswith(("-", "+", "~", "hydra.")) or "/" in key:
             continue
+        root = schema or AppConfig
         if "." not in key:
-            if key not in groups and key not in AppConfig.model_fields:
-                raise ConfigError(_unknown_key(key, AppConfig.model_fields))
+            if key not in groups and key not in root.model_fields:
+                raise ConfigError(_unknown_key(key, root.model_fields))
             continue
-        cls: Any = schema or AppConfig
+        cls: Any = root
         path: list[str] = []
         for part in key.split("."):
             fields = _fields(cls)
@@ -281,6 +453,15 @@ def _overrides_only(args: Sequence[str]) -> list[str]:
     return kept
 
 
+def check_predict_keys(args: Sequence[str]) -> None:
+    """`check_override_keys` for the predict command, whose keys are all top-level."""
+    for arg in _overrides_only(args):
+        key = arg.split("=", 1)[0]
+        hydra_own = key.startswith(("-", "+", "~", "hydra.", "hydra/"))
+        if "=" in arg and not hydra_own and key not in PredictConfig.model_fields:
+            raise ConfigError(_unknown_key(key, PredictConfig.model_fields))
+
+
 def _fields(cls: Any) -> dict[str, Any] | None:
     """Field name -> annotation of a model, or of all members of a union of models."""
     members = _union_members(cls) or (
@@ -293,6 +474,8 @@ def _fields(cls: Any) -> dict[str, Any] | None:
 
 def _describe(err: Any, schema: type[BaseModel] | None = None) -> str:
     """'model.dropout_rate=1.5: Input should be less than 1'; unknown keys list the known ones."""
+    if not err["loc"]:  # a check across the whole config
+        return str(err["msg"]).removeprefix("Value error, ")
     path, parent = _walk(err["loc"], schema or AppConfig)
     if err["type"] == "extra_forbidden":
         return _unknown_key(path, parent.model_fields if parent else ())

@@ -26,6 +26,7 @@ from pipeline.tracking import connect
 from pipeline.tracking import registry as reg
 from pipeline.tracking.audit import Audit, audit_run
 from pipeline.tracking.locks import LockHeldError, store_lock
+from pipeline.tracking.models import load_keras
 from pipeline.tracking.store import Store
 
 if TYPE_CHECKING:
@@ -319,7 +320,7 @@ def score(uri: str, holdout: Split) -> Scores:
     from pipeline.stages.evaluate import evaluate
     from pipeline.stages.train import compile_model, make_optimizer
 
-    model = reg.load_keras(uri)
+    model = load_keras(uri)
     compile_model(model, make_optimizer("sgd", 0.1), steps_per_execution=1)
     result = evaluate(model, holdout, CLASSES)
     return Scores(

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import keras
@@ -77,6 +77,11 @@ def run(
     parent_run_id: str | None = None,
     threads: int | None = None,
     started: float | None = None,
+    *,
+    dataset: Dataset | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    tags: Mapping[str, str] | None = None,
+    expected_data_digest: str | None = None,
 ) -> dict[str, float]:
     """Train and evaluate one configuration inside one MLflow run; return its final metrics.
 
@@ -84,28 +89,36 @@ def run(
     as a FAILED run with its traceback rather than lost. `parent_run_id` nests it under a
     sweep; `threads` caps TensorFlow's threads (parallel sweep jobs share the cores);
     `started` is the `time.perf_counter()` at which the program started, for `seconds.startup`.
+    A search passes the `dataset` its worker decoded once (else `cfg.data` is loaded), more
+    per-epoch `callbacks` (its pruner) and the run's `tags`; `expected_data_digest` (a
+    reproduction) makes loaded data with another `data.digest` a DataError before training.
     """
     phases = Phases(started)
     if threads:
         limit_threads(threads)
     with phases("logging"):
         store = open_store(cfg.tracking)
-    tags = {Tag.KERAS_BACKEND: keras.backend.backend()}
+    run_tags = {Tag.KERAS_BACKEND: keras.backend.backend(), **(tags or {})}
     if overrides:  # a sweep's run name shows only the swept values, and those shortened
-        tags[Tag.JOB_OVERRIDES] = " ".join(overrides)[:5000]
+        run_tags[Tag.JOB_OVERRIDES] = " ".join(overrides)[:5000]
     resume = cfg.train.resume
     logged_through = 0
     if resume is not None:
         cfg, logged_through, times = resumed_config(store, cfg, overrides)
-        tags[Tag.RESUMED] = str(times + 1)
+        run_tags[Tag.RESUMED] = str(times + 1)
         parent_run_id = None
-    with tracked_run(store, cfg.tracking.run_name, parent_run_id, tags, resume) as active:
+    with tracked_run(store, cfg.tracking.run_name, parent_run_id, run_tags, resume) as active:
         run_id = active.info.run_id
         if resume is None:
             with phases("logging"):
                 log_config(cfg.model_dump(mode="json"), overrides)
         with phases("data"):
-            dataset = load_data(cfg.data)
+            dataset = load_data(cfg.data) if dataset is None else dataset
+        if expected_data_digest is not None and dataset.digest() != expected_data_digest:
+            raise DataError(
+                f"the data differs from the run's: {dataset.source} has data.digest "
+                f"{dataset.digest()[:16]}..., the run trained on {expected_data_digest[:16]}..."
+            )
         with phases("logging"):
             if resume is None:
                 log_dataset(dataset)
@@ -121,6 +134,8 @@ def run(
                 num_classes=len(dataset.classes),
                 image_shape=dataset.train.images.shape[1:],
                 name=cfg.model.name,
+                **cfg.model.augment.model_dump(),
+                seed=cfg.train.seed,
             )
             optimizer = make_optimizer(
                 cfg.train.optimizer,
@@ -149,6 +164,7 @@ def run(
                     epoch_logger,  # first: the diverged epoch is logged, then the run stops
                     StopOnDivergence(cfg.train.learning_rate),
                     StopOnSignal(),
+                    *callbacks,
                 ],
                 verbose=cfg.train.verbose,
                 checkpoint_dir=checkpoints,

@@ -16,18 +16,28 @@ def build_model(
     num_classes: int = 10,
     image_shape: tuple[int, int] = IMAGE_SHAPE,
     name: str = "mlp",
+    shift: float = 0.0,
+    rotation_deg: float = 0.0,
+    zoom: float = 0.0,
+    seed: int | None = None,
 ) -> keras.Model:
-    """Rescale -> Flatten -> [Dense(ReLU) -> Dropout]* -> Dense(softmax).
+    """Rescale -> [augment] -> Flatten -> [Dense(ReLU) -> Dropout]* -> Dense(softmax).
 
     The input is raw uint8 pixels; the course's normalisation (p - 127.5) / 255 is the first
     layer, so the saved model needs no preprocessing code. `l2_beta` is the lesson's beta in
     L' = L + beta/2 * ||W||^2; Keras' L2(l) adds l * sum(W^2), hence L2(beta / 2) on each
     kernel (biases are not penalised). With no hidden units this is multinomial logistic
     regression with (N+1)*K = 7850 parameters.
+
+    `shift`, `rotation_deg`, `zoom` > 0 add Keras' random translation, rotation and zoom
+    (edges filled with the nearest pixel) after rescaling: they act in training only and pass
+    images through unchanged at inference, so the saved model stays deterministic. All 0 adds
+    no layer at all. `seed` makes their draws repeatable.
     """
     regularizer = keras.regularizers.L2(l2_beta / 2) if l2_beta > 0 else None
     inputs = keras.Input(shape=image_shape, dtype="uint8", name="pixels")
     x = keras.layers.Rescaling(scale=1 / 255, offset=-0.5, name="normalise")(inputs)
+    x = _augment(x, image_shape, shift, rotation_deg, zoom, seed)
     x = keras.layers.Flatten(name="flatten")(x)
     for i, units in enumerate(hidden_units, start=1):
         x = keras.layers.Dense(
@@ -39,6 +49,28 @@ def build_model(
         num_classes, activation="softmax", kernel_regularizer=regularizer, name="classes"
     )(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def _augment(
+    x: keras.KerasTensor,
+    image_shape: tuple[int, int],
+    shift: float,
+    rotation_deg: float,
+    zoom: float,
+    seed: int | None,
+) -> keras.KerasTensor:
+    """The random image layers (they need a channel axis); `x` unchanged when all are 0."""
+    if not (shift or rotation_deg or zoom):
+        return x
+    x = keras.layers.Reshape((*image_shape, 1), name="channel")(x)
+    fill = {"fill_mode": "nearest", "seed": seed}
+    if shift:
+        x = keras.layers.RandomTranslation(shift, shift, **fill, name="random_shift")(x)
+    if rotation_deg:
+        x = keras.layers.RandomRotation(rotation_deg / 360, **fill, name="random_rotation")(x)
+    if zoom:
+        x = keras.layers.RandomZoom(zoom, zoom, **fill, name="random_zoom")(x)
+    return x
 
 
 def dense_weights(model: keras.Model) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
@@ -22,15 +21,6 @@ from pipeline.names import Metric, Tag
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-
-
-def load_keras(uri: str) -> Any:
-    """The Keras model behind a logged or registered model URI (`models:/m-...`,
-    `models:/name/3`, `models:/name@alias`, `runs:/...`), for holdout scoring: the one
-    place that knows how the training run logged it."""
-    import mlflow.tensorflow
-
-    return mlflow.tensorflow.load_model(uri)
 
 
 def logged_model_id(client: MlflowClient, run_id: str) -> str:

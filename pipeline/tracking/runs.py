@@ -20,6 +20,18 @@ from pipeline.tracking.processes import process_tags
 from pipeline.tracking.store import Store, open_store
 
 
+class EndRun(Exception):  # noqa: N818 - an outcome, not an error
+    """Raised inside `tracked_run` to end the run early as `status` with `tags`, not FAILED:
+    a search trial that its pruner stops ends KILLED with `pruned=true`."""
+
+    def __init__(
+        self, message: str, status: str = "KILLED", tags: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.tags = dict(tags or {})
+
+
 @contextlib.contextmanager
 def tracked_run(
     store: Store,
@@ -29,8 +41,8 @@ def tracked_run(
     run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run that always ends: FINISHED, FAILED on an exception (with the traceback
-    as an artifact), KILLED on Ctrl-C or SIGTERM. Never left RUNNING. `run_id` reopens an
-    existing run (a resumed one) instead of starting a new one."""
+    as an artifact), KILLED on Ctrl-C or SIGTERM, as an `EndRun` says. Never left RUNNING.
+    `run_id` reopens an existing run (a resumed one) instead of starting a new one."""
     all_tags = {**git_tags(), **process_tags(), **(tags or {})}
     if run_id is not None:
         active = mlflow.start_run(run_id=run_id, tags=all_tags)
@@ -47,6 +59,12 @@ def tracked_run(
             raise_if_stop_requested()
     except KeyboardInterrupt:
         _end_with_error(active.info.run_id, "KILLED", "interrupted (Ctrl-C or SIGTERM)")
+        raise
+    except EndRun as end:
+        try:
+            mlflow.set_tags(end.tags)
+        finally:
+            mlflow.end_run(end.status)
         raise
     except BaseException as exc:
         _end_with_error(active.info.run_id, "FAILED", f"{type(exc).__name__}: {exc}")

@@ -114,7 +114,10 @@ def test_tracking_uri_follows_environment(monkeypatch: pytest.MonkeyPatch) -> No
         ("train.early_stopping.monitor=acc", "'val_loss', 'val_accuracy', 'loss' or 'accuracy'"),
         ("train.batch_size=abc", "train.batch_size=abc: Input should be a valid integer"),
         ("model.hidden_units=[0]", "model.hidden_units.0=0: Input should be greater than"),
-        ("+model.dropout=0.1", "unknown key 'model.dropout': model has dropout_rate, hidden_units"),
+        (
+            "+model.dropout=0.1",
+            "unknown key 'model.dropout': model has augment, dropout_rate, hidden_units",
+        ),
         ("+extra=1", "unknown key 'extra': the config has data, model, tracking, train"),
         ("train.seed=-1", "train.seed=-1: Input should be greater than or equal to 0"),
         ("train.seed=4294967296", "train.seed=4294967296: Input should be less than 4294967296"),
@@ -142,7 +145,7 @@ def test_several_problems_in_one_line() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["model.dropout=0.1"], "unknown key 'model.dropout': model has dropout_rate"),
+        (["model.dropout=0.1"], "unknown key 'model.dropout': model has augment, dropout_rate"),
         (["train.early_stopping.wait=2"], "train.early_stopping has enabled, min_delta"),
         (["nope.x=1"], "unknown key 'nope': the config has data, model, tracking, train"),
         (["foo=1"], "unknown key 'foo': the config has data, model, tracking, train"),

@@ -109,3 +109,34 @@ def test_first_champion_skip_and_kept_challenger_on_a_server(
     runs = client.search_runs([experiment.experiment_id], order_by=["attribute.start_time ASC"])
     decisions = [r.data.tags[Tag.DECISION] for r in runs]
     assert decisions == ["promoted", "skipped", "kept", "locked_out"]
+
+
+def test_predict_and_reproduce_through_the_server(server: tuple[str, str], tmp_path: Path) -> None:
+    """Prediction and reproduction work the same against a team's server."""
+    import os
+
+    from conftest import TINY, cli
+    from models_fixture import letters, register_champion, write_sources
+
+    uri, _ = server
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    trained = cli(*TINY, "tracking.experiment=served", f"hydra.run.dir={tmp_path}", env=env)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("served")
+    assert experiment is not None
+    [run] = client.search_runs([experiment.experiment_id])
+    register_champion(f"runs:/{run.info.run_id}/model", env)
+    tar = write_sources(tmp_path / "in", letters(20)[0])["tar"]
+    predicted = cli(
+        "model=models:/notmnist@champion",
+        f"input={tar}",
+        f"output={tmp_path / 'p.csv'}",
+        module="pipeline.predict",
+        env=env,
+    )
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert "Read 20 images, skipped 3" in predicted.stdout
+    reproduced = cli(run.info.run_id, module="pipeline.reproduce", env=env)
+    assert reproduced.returncode == 0, reproduced.stdout[-3000:] + reproduced.stderr[-3000:]
+    assert f"reproduces run {run.info.run_id} metric for metric" in reproduced.stdout

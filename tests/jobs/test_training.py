@@ -129,7 +129,7 @@ def test_logged_model_predicts_raw_pixels_with_the_reported_accuracy(finished) -
     accuracy = float((probabilities.argmax(axis=1) == test.labels).mean())
     assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     signature = model.metadata.signature.inputs.to_dict()[0]
-    assert signature["tensor-spec"] == {"dtype": "uint8", "shape": (-1, 28, 28)}
+    assert signature["tensor-spec"] == {"dtype": "float64", "shape": (-1, 28, 28)}
 
 
 def test_same_config_same_metrics(finished, tiny) -> None:

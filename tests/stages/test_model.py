@@ -76,3 +76,36 @@ def test_dropout_only_while_training() -> None:
     # while training, units are dropped at random
     trained = keras.ops.convert_to_numpy(model(x, training=True))
     assert not np.allclose(trained, first)
+
+
+def test_augmentation_off_is_the_same_model() -> None:
+    """Off by default: no layer added, so earlier runs' models and results are unchanged."""
+    plain = build_model(hidden_units=(16,), dropout_rate=0.5)
+    off = build_model(hidden_units=(16,), dropout_rate=0.5, shift=0.0, rotation_deg=0.0, zoom=0.0)
+    assert [type(layer).__name__ for layer in off.layers] == [
+        "InputLayer",
+        "Rescaling",
+        "Flatten",
+        "Dense",
+        "Dropout",
+        "Dense",
+    ]
+    assert [layer.name for layer in off.layers] == [layer.name for layer in plain.layers]
+    assert off.count_params() == plain.count_params()
+
+
+def test_augmentation_only_while_training() -> None:
+    """Random shifts, rotations and zooms change training inputs; inference is deterministic
+    and sees the image as it is."""
+    model = build_model(
+        hidden_units=(16,), dropout_rate=0.0, shift=0.1, rotation_deg=10, zoom=0.1, seed=1
+    )
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert {"RandomTranslation", "RandomRotation", "RandomZoom"} <= kinds
+    images = np.random.default_rng(0).integers(0, 256, (8, 28, 28), dtype=np.uint8)
+    first, second = model(images, training=False), model(images, training=False)
+    np.testing.assert_array_equal(first, second)
+    assert not np.allclose(model(images, training=True), first)
+    no_augment = build_model(hidden_units=(16,), dropout_rate=0.0)
+    no_augment.set_weights(model.get_weights())
+    np.testing.assert_allclose(no_augment(images, training=False), first, rtol=1e-6)

@@ -16,6 +16,7 @@ import io
 import struct
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,29 @@ def decode_pngs(
     blobs: Sequence[bytes], labels: Sequence[int], names: Sequence[str], convert: bool = False
 ) -> Pool:
     """Decode every blob; the pool keeps readable images in input order."""
+    decoded = decode_images(blobs, names, convert)
+    images, ok = decoded.images, decoded.ok
+    return Pool(
+        images[ok], np.asarray(labels, dtype=np.uint8)[ok], decoded.skipped, decoded.converted
+    )
+
+
+@dataclass
+class Decoded:
+    """Every blob's pixels (zeros where unreadable), which ones were read, and why not."""
+
+    images: np.ndarray
+    ok: np.ndarray
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    converted: list[str] = field(default_factory=list)
+
+
+def decode_images(
+    blobs: Sequence[bytes], names: Sequence[str], convert: bool = False, skip_other: bool = False
+) -> Decoded:
+    """Decode every blob: the fast path in bulk, the rest one by one. An image of another size
+    or mode is an error naming it, converted (`convert`) or skipped with the reason
+    (`skip_other`, for prediction, where one odd file must not stop the others)."""
     n = len(blobs)
     images = np.zeros((n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
     ok = np.zeros(n, dtype=bool)
@@ -41,18 +65,17 @@ def decode_pngs(
         idx = fast[batch * _BATCH : batch * _BATCH + len(pixels)]
         images[idx] = pixels
         ok[idx] = True
-    skipped: list[tuple[str, str]] = []
-    converted: list[str] = []
+    result = Decoded(images, ok)
     for i in map(int, np.flatnonzero(~ok)):
-        fixed, problem = _decode_one(blobs[i], names[i], convert)
+        fixed, problem = _decode_one(blobs[i], names[i], convert, skip_other)
         if fixed is None:
-            skipped.append((names[i], problem))
+            result.skipped.append((names[i], problem))
             continue
         if problem:
-            converted.append(f"{names[i]}: {problem}")
+            result.converted.append(f"{names[i]}: {problem}")
         images[i] = fixed
         ok[i] = True
-    return Pool(images[ok], np.asarray(labels, dtype=np.uint8)[ok], skipped, converted)
+    return result
 
 
 def _plain_28x28_grey(blob: bytes) -> bool:
@@ -98,8 +121,11 @@ def _png_batch_decoder() -> Any:
     return tf.function(decode, input_signature=[tf.TensorSpec([None], tf.string)])
 
 
-def _decode_one(blob: bytes, name: str, convert: bool) -> tuple[np.ndarray | None, str]:
-    """(pixels, '') for a good image, (pixels, what was converted), or (None, why unreadable)."""
+def _decode_one(
+    blob: bytes, name: str, convert: bool, skip_other: bool = False
+) -> tuple[np.ndarray | None, str]:
+    """(pixels, '') for a good image, (pixels, what was converted), or (None, why unreadable
+    or, with `skip_other`, why not 28x28 greyscale)."""
     if not blob:
         return None, "empty file"
     try:
@@ -121,6 +147,8 @@ def _decode_one(blob: bytes, name: str, convert: bool) -> tuple[np.ndarray | Non
         return None, f"unreadable image ({exc})"
     if pixels is not None:
         return pixels, ""
+    if fixed is None and skip_other:
+        return None, f"{size[0]}x{size[1]} {mode}, not {IMAGE_SIZE}x{IMAGE_SIZE} greyscale (L)"
     if fixed is None:
         raise DataError(
             f"{name} is {size[0]}x{size[1]} {mode}, not {IMAGE_SIZE}x{IMAGE_SIZE} greyscale (L); "

@@ -145,7 +145,7 @@ def read_idx(
     Each file is decompressed in chunks, no further than its header's size, which must not
     exceed `max_total_bytes`."""
     labels_path = labels_path or labels_beside(images_path)
-    images = _idx_array(images_path, _IDX_IMAGES, 3, max_total_bytes)
+    images = read_idx_images(images_path, max_total_bytes)
     labels = _idx_array(labels_path, _IDX_LABELS, 1, max_total_bytes)
     if len(images) != len(labels):
         raise DataError(
@@ -154,6 +154,12 @@ def read_idx(
     if labels.size and labels.max() >= len(CLASSES):
         raise DataError(f"{labels_path}: label {labels.max()} is outside 0-9 (A-J)")
     return images, labels
+
+
+def read_idx_images(path: Path, max_total_bytes: int = MAX_TOTAL_BYTES) -> np.ndarray:
+    """Images (n, rows, cols) uint8 of an MNIST-format IDX images file, gz or plain (for
+    prediction, which has no labels file)."""
+    return _idx_array(path, _IDX_IMAGES, 3, max_total_bytes)
 
 
 def _idx_array(path: Path, magic: int, ndim: int, max_bytes: int) -> np.ndarray:
@@ -257,9 +263,13 @@ class _CappedTarInfo(tarfile.TarInfo):
 
 
 def read_folder(
-    root: Path, max_member_bytes: int = MAX_MEMBER_BYTES, max_total_bytes: int = MAX_TOTAL_BYTES
+    root: Path,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_total_bytes: int = MAX_TOTAL_BYTES,
+    labelled: bool = True,
 ) -> Blobs:
     """Every file under root/A ... root/J, in sorted order; other entries are ignored.
+    Unlabelled (for prediction): every file anywhere under root, named by its relative path.
 
     As in an archive, a link that leads out of the folder is refused, and so is a file over
     `max_member_bytes` or files adding up to more than `max_total_bytes`.
@@ -269,31 +279,55 @@ def read_folder(
     blobs = Blobs()
     inside = root.resolve()
     total = 0
-    for label, letter in enumerate(CLASSES):
-        folder = root / letter
-        if not folder.is_dir():
-            continue
-        _check_link(root, inside, folder, letter)
-        with os.scandir(folder) as entries:
-            files = sorted((e.name, e.is_symlink()) for e in entries if e.is_file())
-        for name, link in files:
-            file = os.path.join(folder, name)  # noqa: PTH118
-            shown = f"{letter}/{name}"
-            if link:
-                _check_link(root, inside, Path(file), shown)
-            with open(file, "rb") as handle:  # noqa: PTH123
-                size = os.fstat(handle.fileno()).st_size  # read(cap) would allocate cap bytes
-                blob = handle.read(min(size, max_member_bytes) + 1)
-            if len(blob) > max_member_bytes:
-                raise DataError(_too_big(root, "file", shown, max_member_bytes))
-            total += len(blob)
-            if total > max_total_bytes:
-                raise DataError(
-                    f"{root}: its files add up to more than {max_total_bytes:,} bytes, the "
-                    f"limit of data.max_total_bytes (reached at {shown!r})"
-                )
-            blobs.add(blob, label, shown)
+    files: list[tuple[int, str, bool]] = []  # (label, path shown, is a link)
+    if labelled:
+        for label, letter in enumerate(CLASSES):
+            if (root / letter).is_dir():
+                _check_link(root, inside, root / letter, letter)
+                files += [(label, f"{letter}/{n}", link) for n, link in _files_in(root / letter)]
+    else:
+        files = [(0, shown, link) for shown, link in _files_under(root, inside)]
+    for label, shown, link in files:
+        file = os.path.join(root, shown)  # noqa: PTH118
+        if link:
+            _check_link(root, inside, Path(file), shown)
+        with open(file, "rb") as handle:  # noqa: PTH123
+            size = os.fstat(handle.fileno()).st_size  # read(cap) would allocate cap bytes
+            blob = handle.read(min(size, max_member_bytes) + 1)
+        if len(blob) > max_member_bytes:
+            raise DataError(_too_big(root, "file", shown, max_member_bytes))
+        total += len(blob)
+        if total > max_total_bytes:
+            raise DataError(
+                f"{root}: its files add up to more than {max_total_bytes:,} bytes, the "
+                f"limit of data.max_total_bytes (reached at {shown!r})"
+            )
+        blobs.add(blob, label, shown)
     return blobs
+
+
+def _files_in(folder: Path) -> list[tuple[str, bool]]:
+    """(name, is a link) of the files in one folder, sorted."""
+    with os.scandir(folder) as entries:
+        return sorted((e.name, e.is_symlink()) for e in entries if e.is_file())
+
+
+def _files_under(root: Path, inside: Path, prefix: str = "") -> list[tuple[str, bool]]:
+    """(relative path, is a link) of every file under `root`, sorted, hidden entries
+    (.DS_Store) left out; a linked folder that leads out of the source is refused."""
+    found: list[tuple[str, bool]] = []
+    with os.scandir(root / prefix if prefix else root) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.name.startswith("."):
+                continue
+            shown = f"{prefix}{entry.name}"
+            if entry.is_dir():
+                if entry.is_symlink():
+                    _check_link(root, inside, Path(entry.path), shown)
+                found.extend(_files_under(root, inside, f"{shown}/"))
+            elif entry.is_file():
+                found.append((shown, entry.is_symlink()))
+    return found
 
 
 def _check_link(root: Path, inside: Path, path: Path, shown: str) -> None:
@@ -315,9 +349,13 @@ def _too_big(source: Path, kind: str, name: str, limit: int, size: int | None = 
 
 
 def read_tar(
-    path: Path, max_member_bytes: int = MAX_MEMBER_BYTES, max_total_bytes: int = MAX_TOTAL_BYTES
+    path: Path,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_total_bytes: int = MAX_TOTAL_BYTES,
+    labelled: bool = True,
 ) -> Blobs:
-    """Every regular file in a `<top>/<letter>/<file>` or `<letter>/<file>` member of the archive.
+    """Every regular file in a `<top>/<letter>/<file>` or `<letter>/<file>` member of the archive;
+    unlabelled (for prediction), every regular file, whatever its folders.
 
     The archive is streamed: decompressed in chunks and read one member at a time. A member
     whose header declares more than `max_member_bytes` is refused unread, no more of one is
@@ -345,14 +383,15 @@ def read_tar(
                     if archive.offset > max_total_bytes:  # the end of this member's data
                         raise DataError(_too_much(path, max_total_bytes, member.name))
                     stream.member = member.name
-                    letter = _letter_of(member)
-                    if letter is None:
+                    letter = _letter_of(member) if labelled else None
+                    if letter is None and (labelled or not member.isfile()):
                         continue
                     content = archive.extractfile(member)
                     blob = content.read(member.size + 1) if content else b""  # <= the cap + 1
                     if len(blob) != member.size:  # the header says how much data follows
                         raise DataError(f"{path}: member {member.name!r} is truncated")
-                    blobs.add(blob, CLASSES.index(letter), member.name)
+                    label = CLASSES.index(letter) if letter is not None else 0
+                    blobs.add(blob, label, member.name)
         except _HugeHeaderError as exc:
             raise DataError(
                 f"{path}: member {exc.name!r} is a {exc.size:,}-byte extended header; refused"

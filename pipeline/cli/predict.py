@@ -1,0 +1,94 @@
+"""`python -m pipeline.predict model=<URI> input=<path> [output=predictions.csv]` (or
+`notmnist-predict`): letters for a PNG, a folder or tar.gz of PNGs, or an IDX file, as CSV.
+
+Unreadable files are listed and skipped; a missing or bad input, or a model URI that does not
+load, ends the program with one line (`data error:` / `model error:`) and exit code 1, a bad
+config value with `config error:` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn
+
+from pipeline.cli import _process
+
+_process.configure()
+
+import hydra  # noqa: E402 - after the process settings, which must precede these imports
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from pipeline.config import (  # noqa: E402
+    ConfigError,
+    check_predict_keys,
+    config_dir,
+    validate_predict,
+)
+from pipeline.stages.data.dataset import DataError  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir() / "predict"), config_name="predict")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        settings = validate_predict(OmegaConf.to_container(cfg, resolve=True))
+    except ConfigError as exc:
+        _fail(f"config error: {exc}", 2)
+
+    _process.import_tensorflow_without_jax()  # only once the config is known good
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.jobs.prediction import input_format, load_model, predict_files
+    from pipeline.tracking.store import resolve_tracking_uri
+
+    try:
+        input_format(Path(settings.input))  # a missing input is said before the model loads
+    except DataError as exc:
+        _fail(f"data error: {exc}", 1)
+    mlflow.set_tracking_uri(resolve_tracking_uri(settings.tracking_uri))
+    try:
+        model = load_model(settings.model)
+    except (MlflowException, OSError) as exc:
+        _fail(f"model error: model={settings.model}: {_first_line(exc)}", 1)
+    started = time.perf_counter()
+    try:
+        outcome = predict_files(
+            model,
+            Path(settings.input),
+            Path(settings.output),
+            settings.convert,
+            settings.batch_size,
+        )
+    except DataError as exc:
+        _fail(f"data error: {exc}", 1)
+    except MlflowException as exc:  # the model refused the images
+        _fail(f"model error: model={settings.model}: {_first_line(exc)}", 1)
+    elapsed = time.perf_counter() - started
+    for name, reason in outcome.skipped:
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    rate = f", {outcome.read / elapsed:,.0f} images/s" if outcome.read else ""
+    print(
+        f"Read {outcome.read} images, skipped {len(outcome.skipped)}; "
+        f"predictions in {outcome.output} ({elapsed:.2f} s after start-up{rate})"
+    )
+
+
+def _first_line(exc: Exception) -> str:
+    message = getattr(exc, "message", None) or str(exc)
+    return str(message).strip().splitlines()[0] if str(message).strip() else type(exc).__name__
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(message, file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main() -> None:
+    """The console script: reject unknown keys with the allowed ones named, then run Hydra."""
+    try:
+        check_predict_keys(sys.argv[1:])
+    except ConfigError as exc:
+        _fail(f"config error: {exc}", 2)
+    _hydra_main()

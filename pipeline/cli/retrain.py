@@ -14,6 +14,7 @@ import signal
 import sys
 
 from pipeline.cli import _process
+from pipeline.cli._hydra import checked_main
 
 _process.configure()
 
@@ -24,7 +25,6 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from pipeline.config import (  # noqa: E402
     ConfigError,
     RetrainAppConfig,
-    check_override_keys,
     config_dir,
     validate_retrain,
 )
@@ -86,9 +86,4 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """The console script: reject unknown keys with the allowed ones named, then run Hydra."""
-    try:
-        check_override_keys(sys.argv[1:], RetrainAppConfig)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    _hydra_main()
+    checked_main(_hydra_main, RetrainAppConfig)

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from pipeline.cli import _process
+from pipeline.cli._hydra import checked_main
 
 _process.configure()
 
@@ -32,7 +33,6 @@ from omegaconf import DictConfig  # noqa: E402
 from pipeline.config import (  # noqa: E402
     ConfigError,
     RetrainAppConfig,
-    check_override_keys,
     config_dir,
 )
 from pipeline.config.schema import ScheduleConfig  # noqa: E402
@@ -163,9 +163,4 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """The console script: reject unknown keys with the allowed ones named, then run Hydra."""
-    try:
-        check_override_keys(sys.argv[1:], RetrainAppConfig)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    _hydra_main()
+    checked_main(_hydra_main, RetrainAppConfig)

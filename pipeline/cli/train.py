@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline.cli import _process
+from pipeline.cli._hydra import checked_main
 
 _process.configure()
 
@@ -20,7 +21,7 @@ import hydra  # noqa: E402 - after the process settings, which must precede thes
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from pipeline.config import ConfigError, check_override_keys, config_dir, validate  # noqa: E402
+from pipeline.config import ConfigError, config_dir, validate  # noqa: E402
 from pipeline.stages.data.dataset import DataError  # noqa: E402
 from pipeline.tracking import sweep  # noqa: E402
 from pipeline.tracking.store import TrackingError, open_store  # noqa: E402
@@ -111,9 +112,4 @@ def _threads_per_job() -> int | None:
 def main() -> None:
     """The console script: reject unknown keys with the allowed ones named, then run Hydra."""
     _process.filter_native_noise()
-    try:
-        check_override_keys(sys.argv[1:])
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    _hydra_main()
+    checked_main(_hydra_main)

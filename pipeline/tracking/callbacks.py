@@ -41,12 +41,13 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if epoch + 1 <= self.logged_through:
-            return
         begin = time.perf_counter()
         seconds = begin - self._started
         logs = {} if logs is None else logs
+        # in the history of every epoch, logged before or not (a resumed run's repeats)
         logs[Name.L2_PENALTY] = float(sum(float(x) for x in self.model.losses))
+        if epoch + 1 <= self.logged_through:
+            return
         values = {k: float(v) for k, v in logs.items()}
         values.setdefault(Name.LEARNING_RATE, float(self.model.optimizer.learning_rate))
         values[Name.EPOCH_SECONDS] = seconds

@@ -30,7 +30,7 @@ def _runs(store_uri: str) -> list:
         ("model.l2_beta=-1", "model.l2_beta=-1: Input should be greater than or equal to 0"),
         ("train.epochs=0", "train.epochs=0: Input should be greater than or equal to 1"),
         ("train.optimizer=adagrad", "Input should be 'sgd', 'momentum' or 'adam'"),
-        ("model.dropout=0.5", "unknown key 'model.dropout': model has dropout_rate"),
+        ("model.dropout=0.5", "unknown key 'model.dropout': model has augment, dropout_rate"),
         ("+train.epoch=3", "unknown key 'train.epoch': train has batch_size"),
         ("foo=1", "unknown key 'foo': the config has data, model, tracking, train"),
         ("train.seed=-1", "train.seed=-1: Input should be greater than or equal to 0"),

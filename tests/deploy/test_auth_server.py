@@ -8,12 +8,10 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,14 +20,13 @@ import mlflow
 import pytest
 import requests
 from compose_env import load
-from conftest import TINY, cli
+from conftest import PG, TINY, cli, free_port, mlflow_server, postgres_up
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-PG = "postgresql://postgres@127.0.0.1:5432"
 # what a team's .env holds (passwords of MLflow's minimum length, 12)
 ENV = {
     "POSTGRES_PASSWORD": "pg-secret-0123456789",
@@ -61,27 +58,6 @@ class Server:
         return env
 
 
-def _postgres_up() -> bool:
-    try:
-        import psycopg
-    except ImportError:
-        return False
-    for attempt in range(2):
-        try:
-            psycopg.connect(f"{PG}/postgres", connect_timeout=3).close()
-            return True
-        except psycopg.OperationalError:
-            if attempt == 0:  # down: start it the way this machine's services are started
-                subprocess.run(
-                    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-                    shell=True,
-                    capture_output=True,
-                    timeout=60,
-                )
-                time.sleep(2)
-    return False
-
-
 def _with(command: list[str], **flags: str) -> list[str]:
     """`command` with the values of `--flag=value` options replaced."""
     out = []
@@ -108,7 +84,7 @@ def _bootstrap(env: dict[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if not _postgres_up():
+    if not postgres_up():
         pytest.skip("no PostgreSQL on 127.0.0.1:5432")
     import psycopg
 
@@ -117,9 +93,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
         for db in (tracking_db, auth_db):
             conn.execute(f"CREATE DATABASE {db}")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     services = load(ROOT / "docker-compose.yml", ENV)["services"]
     tmp = tmp_path_factory.mktemp("server")
@@ -148,37 +122,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     assert command[:2] == ["mlflow", "server"]
     log = tmp / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), *command[1:], "--workers=1"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"MLflow server did not start:\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
-        init = {**os.environ, **services["mlflow-init"]["environment"], "MLFLOW_TRACKING_URI": uri}
-        logs = [_bootstrap(init), _bootstrap(init)]  # the second as on every later `up`
-        account = services["mlflow-init"]["environment"]
-        yield Server(
-            uri=uri,
-            artifacts=artifacts,
-            admin=(account["MLFLOW_TRACKING_USERNAME"], account["MLFLOW_TRACKING_PASSWORD"]),
-            service=(account["MLFLOW_SERVICE_USERNAME"], account["MLFLOW_SERVICE_PASSWORD"]),
-            viewer=(account["MLFLOW_VIEWER_USERNAME"], account["MLFLOW_VIEWER_PASSWORD"]),
-            bootstrap_logs=logs,
-        )
+        with mlflow_server([*command[1:], "--workers=1"], uri, log, env):
+            init = {
+                **os.environ,
+                **services["mlflow-init"]["environment"],
+                "MLFLOW_TRACKING_URI": uri,
+            }
+            logs = [_bootstrap(init), _bootstrap(init)]  # the second as on every later `up`
+            account = services["mlflow-init"]["environment"]
+            yield Server(
+                uri=uri,
+                artifacts=artifacts,
+                admin=(account["MLFLOW_TRACKING_USERNAME"], account["MLFLOW_TRACKING_PASSWORD"]),
+                service=(account["MLFLOW_SERVICE_USERNAME"], account["MLFLOW_SERVICE_PASSWORD"]),
+                viewer=(account["MLFLOW_VIEWER_USERNAME"], account["MLFLOW_VIEWER_PASSWORD"]),
+                bootstrap_logs=logs,
+            )
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
         with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
             for db in (tracking_db, auth_db):
                 conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")

@@ -4,17 +4,12 @@ the retrain lock as a PostgreSQL advisory lock (`retrain.lock`)."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PG, postgres_up
+from conftest import PG, free_port, mlflow_server, postgres_up
 from mlflow.tracking import MlflowClient
 from retrain_helpers import SMALL, Sources, retrain_settings
 
@@ -33,42 +28,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     db = f"retrain_test_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {db}")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     artifacts = tmp_path_factory.mktemp("artifacts")
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "mlflow"),
-                "server",
-                f"--backend-store-uri={PG}/{db}",
-                f"--artifacts-destination={artifacts}",
-                "--serve-artifacts",
-                "--host=127.0.0.1",
-                f"--port={port}",
-                f"--allowed-hosts=127.0.0.1:{port}",
-                "--workers=1",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     uri = f"http://127.0.0.1:{port}"
+    command = [
+        "server",
+        f"--backend-store-uri={PG}/{db}",
+        f"--artifacts-destination={artifacts}",
+        "--serve-artifacts",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        f"--allowed-hosts=127.0.0.1:{port}",
+        "--workers=1",
+    ]
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"MLflow server did not start:\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
-        yield uri, f"{PG}/{db}"
+        with mlflow_server(command, uri, log):
+            yield uri, f"{PG}/{db}"
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
         with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 

@@ -217,9 +217,11 @@ def test_clients_sign_in_as_the_service_account() -> None:
         "MLFLOW_TRACKING_USERNAME": "trainer",
         "MLFLOW_TRACKING_PASSWORD": SECRETS["MLFLOW_SERVICE_PASSWORD"],
     }
-    assert services["train"]["depends_on"]["mlflow-init"]["condition"] == (
-        "service_completed_successfully"
-    )
+    assert services["scheduler"]["environment"] == train  # the scheduler signs in the same way
+    for client in ("train", "scheduler"):
+        assert services[client]["depends_on"]["mlflow-init"]["condition"] == (
+            "service_completed_successfully"
+        )
     init = services["mlflow-init"]
     assert init["environment"]["MLFLOW_TRACKING_PASSWORD"] == SECRETS["MLFLOW_ADMIN_PASSWORD"]
     assert init["environment"]["MLFLOW_SERVICE_USERNAME"] == train["MLFLOW_TRACKING_USERNAME"]

@@ -45,7 +45,7 @@ def _hydra_main(cfg: DictConfig) -> dict[str, float] | None:
         return None
 
     try:  # an unusable store fails in one line before TensorFlow's seconds of import
-        open_store(settings.tracking)
+        store = open_store(settings.tracking)
     except TrackingError as exc:
         _failed(f"tracking error: {exc}", 2, parent)
         return None
@@ -55,7 +55,9 @@ def _hydra_main(cfg: DictConfig) -> dict[str, float] | None:
     from pipeline.stages.train import DivergedError
 
     try:
-        return run(settings, overrides, parent, threads=_threads_per_job(), started=started)
+        return run(
+            settings, overrides, parent, threads=_threads_per_job(), started=started, store=store
+        )
     except DataError as exc:  # bad input: the run is already marked FAILED; no traceback
         _failed(f"data error: {exc}", 1, parent)
         return None

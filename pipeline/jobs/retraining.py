@@ -22,12 +22,11 @@ from mlflow.tracking import MlflowClient
 from pipeline.config import AppConfig, RetrainAppConfig
 from pipeline.config.schema import NotMnistDataConfig
 from pipeline.names import Artifact, Metric, Tag
-from pipeline.tracking import connect
 from pipeline.tracking import registry as reg
 from pipeline.tracking.audit import Audit, audit_run
 from pipeline.tracking.locks import LockHeldError, store_lock
 from pipeline.tracking.models import load_keras
-from pipeline.tracking.store import Store
+from pipeline.tracking.store import Store, open_store
 
 if TYPE_CHECKING:
     from pipeline.stages.data import Split
@@ -137,6 +136,17 @@ class Outcome:
     training_run_id: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
+    def audit_tags(self) -> dict[str, str | None]:
+        """What the audit run records of it (None: not known, not recorded)."""
+        return {
+            Tag.DECISION: self.decision,
+            Tag.REASON: self.reason,
+            Tag.CHAMPION_BEFORE: self.champion_before,
+            Tag.CHAMPION_AFTER: self.champion_after,
+            Tag.CHALLENGER_VERSION: self.version,
+            Tag.TRAINING_RUN_ID: self.training_run_id,
+        }
+
 
 def retrain(
     cfg: RetrainAppConfig,
@@ -148,7 +158,7 @@ def retrain(
     for the same registered model holds the lock. `before_training` runs only when a
     challenger is trained (the entry point imports TensorFlow there: a skip never does)."""
     name = cfg.registry.model_name
-    store = connect(cfg.tracking.uri, cfg.retrain.experiment)
+    store = open_store(cfg.tracking, cfg.retrain.experiment)
     with audit_run(store, "retrain", {Tag.RETRAIN_ACTION: "retrain", Tag.MODEL_NAME: name}) as au:
         try:
             with store_lock(store.uri, f"retrain-{name}", 0, cfg.retrain.lock):
@@ -157,16 +167,7 @@ def retrain(
             outcome = Outcome("locked_out", str(exc), EXIT_LOCKED)
             au.tags({Tag.LOCK_HOLDER: json.dumps(exc.holder)})
         outcome.audit_run_id = au.run_id
-        au.tags(
-            {
-                Tag.DECISION: outcome.decision,
-                Tag.REASON: outcome.reason,
-                Tag.CHAMPION_BEFORE: outcome.champion_before,
-                Tag.CHAMPION_AFTER: outcome.champion_after,
-                Tag.CHALLENGER_VERSION: outcome.version,
-                Tag.TRAINING_RUN_ID: outcome.training_run_id,
-            }
-        )
+        au.tags(outcome.audit_tags())
     return outcome
 
 
@@ -376,7 +377,7 @@ def manual(cfg: RetrainAppConfig, action: str, version: str | None = None) -> Ou
     """`promote VERSION` or `rollback` by hand: the alias moves under the retrain lock, and
     the change is an audit run like any retraining attempt."""
     name = cfg.registry.model_name
-    store = connect(cfg.tracking.uri, cfg.retrain.experiment)
+    store = open_store(cfg.tracking, cfg.retrain.experiment)
     client = MlflowClient(store.uri)
     with audit_run(store, action, {Tag.RETRAIN_ACTION: action, Tag.MODEL_NAME: name}) as au:
         try:
@@ -385,14 +386,7 @@ def manual(cfg: RetrainAppConfig, action: str, version: str | None = None) -> Ou
         except LockHeldError as exc:
             outcome = Outcome("locked_out", str(exc), EXIT_LOCKED)
         outcome.audit_run_id = au.run_id
-        au.tags(
-            {
-                Tag.DECISION: outcome.decision,
-                Tag.REASON: outcome.reason,
-                Tag.CHAMPION_BEFORE: outcome.champion_before,
-                Tag.CHAMPION_AFTER: outcome.champion_after,
-            }
-        )
+        au.tags(outcome.audit_tags())
     return outcome
 
 

@@ -50,7 +50,7 @@ from pipeline.names import Artifact, Metric, Tag
 from pipeline.stages.data import Dataset
 from pipeline.tracking.locks import store_lock
 from pipeline.tracking.runs import EndRun, git_tags
-from pipeline.tracking.store import Store, connect
+from pipeline.tracking.store import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class Study:
 def join(search: SearchConfig, cfg: AppConfig, space: str = "") -> Study:
     """Create or load the study and its one parent run (made by whichever worker comes first)."""
     tracking = cfg.tracking
-    store = connect(tracking.uri, tracking.experiment, tracking.artifact_location)
+    store = open_store(tracking)
     check_storage(search.storage, store.uri)
     storage, lock_uri = open_storage(search, store)
     sampler = _sampler(search.sampler_seed, 0)

@@ -82,6 +82,7 @@ def run(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     tags: Mapping[str, str] | None = None,
     expected_data_digest: str | None = None,
+    store: Store | None = None,
 ) -> dict[str, float]:
     """Train and evaluate one configuration inside one MLflow run; return its final metrics.
 
@@ -91,13 +92,15 @@ def run(
     `started` is the `time.perf_counter()` at which the program started, for `seconds.startup`.
     A search passes the `dataset` its worker decoded once (else `cfg.data` is loaded), more
     per-epoch `callbacks` (its pruner) and the run's `tags`; `expected_data_digest` (a
-    reproduction) makes loaded data with another `data.digest` a DataError before training.
+    reproduction) makes loaded data with another `data.digest` a DataError before training;
+    `store` is the store `cfg.tracking` names, when the caller opened it already.
     """
     phases = Phases(started)
     if threads:
         limit_threads(threads)
-    with phases("logging"):
-        store = open_store(cfg.tracking)
+    if store is None:  # the entry point opens it before TensorFlow's import, to fail fast
+        with phases("logging"):
+            store = open_store(cfg.tracking)
     run_tags = {Tag.KERAS_BACKEND: keras.backend.backend(), **(tags or {})}
     if overrides:  # a sweep's run name shows only the swept values, and those shortened
         run_tags[Tag.JOB_OVERRIDES] = " ".join(overrides)[:5000]

@@ -175,11 +175,12 @@ def connect(
     return Store(resolved, experiment_id, experiment)
 
 
-def open_store(tracking: TrackingConfig) -> Store:
-    """`connect` with a run's `tracking` settings."""
+def open_store(tracking: TrackingConfig, experiment: str | None = None) -> Store:
+    """`connect` with a run's `tracking` settings (its time budget included), to
+    `experiment` when given instead of `tracking.experiment` (retraining's audit runs)."""
     return connect(
         tracking.uri,
-        tracking.experiment,
+        experiment or tracking.experiment,
         tracking.artifact_location,
         timeout_s=tracking.timeout_seconds,
         retries=tracking.retries,

@@ -46,6 +46,7 @@ ui: setup  ## the MLflow UI on the local store at http://127.0.0.1:5000 (make ui
 bench: setup  ## the benchmarks in bench/ (minutes; figures in docs/benchmarks.md)
 	$(PY) bench/ingest.py
 	$(PY) bench/overhead.py
+	$(PY) bench/run_cost.py
 	$(PY) bench/train.py --jax
 	$(PY) bench/predict.py
 	$(PY) bench/search.py

@@ -89,8 +89,8 @@ def _list(settings: RetrainAppConfig) -> int:
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from pipeline.tracking import resolve_tracking_uri
     from pipeline.tracking.registry import table
+    from pipeline.tracking.store import resolve_tracking_uri
 
     uri = resolve_tracking_uri(settings.tracking.uri)
     name = settings.registry.model_name

@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from pipeline.reporting.comparison import compare, find_runs  # noqa: E402
 from pipeline.reporting.figures import comparison_figures  # noqa: E402
 from pipeline.reporting.render import data_uri, html, markdown  # noqa: E402
-from pipeline.tracking import resolve_tracking_uri  # noqa: E402
+from pipeline.tracking.store import resolve_tracking_uri  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402 - after the process 
 
 from pipeline.config import ConfigError  # noqa: E402
 from pipeline.stages.data.dataset import DataError  # noqa: E402
-from pipeline.tracking import resolve_tracking_uri  # noqa: E402
+from pipeline.tracking.store import resolve_tracking_uri  # noqa: E402
 
 DIFFERS = 3
 

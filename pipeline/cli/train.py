@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from pipeline.config import ConfigError, config_dir, validate  # noqa: E402
 from pipeline.stages.data.dataset import DataError  # noqa: E402
-from pipeline.tracking import sweep  # noqa: E402
-from pipeline.tracking.store import TrackingError, open_store  # noqa: E402
+from pipeline.tracking import recorder, sweep  # noqa: E402
+from pipeline.tracking.location import TrackingError  # noqa: E402
 
 log = logging.getLogger("pipeline")
 
@@ -44,19 +44,28 @@ def _hydra_main(cfg: DictConfig) -> dict[str, float] | None:
         _failed(f"config error: {exc}", 2, parent, cfg, overrides, run_name)
         return None
 
-    try:  # an unusable store fails in one line before TensorFlow's seconds of import
-        store = open_store(settings.tracking)
-    except TrackingError as exc:
-        _failed(f"tracking error: {exc}", 2, parent)
-        return None
-
+    # The recorder's helper opens the store (importing MLflow) while TensorFlow imports here.
+    recorder.recorder().request_store(settings.tracking)
     _process.import_tensorflow_without_jax()  # only once the config is known good
     from pipeline.jobs.training import run
     from pipeline.stages.train import DivergedError
 
     try:
+        store = recorder.recorder().store(settings.tracking)
+    except TrackingError as exc:
+        _failed(f"tracking error: {exc}", 2, parent)
+        return None
+    try:
         return run(
-            settings, overrides, parent, threads=_threads_per_job(), started=started, store=store
+            settings,
+            overrides,
+            parent,
+            threads=_threads_per_job(),
+            started=started,
+            store=store,
+            # a sweep's jobs in this process: each one's figures and model are logged while
+            # the next trains (the sweep's report waits for them all)
+            wait=parent is None or _jobs_in_workers(),
         )
     except DataError as exc:  # bad input: the run is already marked FAILED; no traceback
         _failed(f"data error: {exc}", 1, parent)
@@ -100,6 +109,12 @@ def _failed(
         record_failed_job(tracking, parent, overrides, message, run_name)
 
 
+def _jobs_in_workers() -> bool:
+    """Whether a sweep's jobs run in launcher worker processes (joblib), each with its own
+    recorder, rather than one after another in this one (the basic launcher)."""
+    return bool(HydraConfig.get().launcher.get("n_jobs"))
+
+
 def _threads_per_job() -> int | None:
     """With parallel sweep jobs (`hydra/launcher=joblib`), each job gets its share of the
     cores, so that n jobs do not fight over them with n x cores threads."""
@@ -112,6 +127,17 @@ def _threads_per_job() -> int | None:
 
 
 def main() -> None:
-    """The console script: reject unknown keys with the allowed ones named, then run Hydra."""
+    """The console script: reject unknown keys with the allowed ones named, then run Hydra.
+
+    Its exit skips TensorFlow's seconds of teardown once every run is recorded and ended
+    (`_process.exit_now`)."""
+    recorder.recorder()  # its helper starts importing MLflow now, beside Hydra and TensorFlow
     _process.filter_native_noise()
-    checked_main(_hydra_main)
+    code: int | str | None = 0
+    try:
+        checked_main(_hydra_main)
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        recorder.close()
+    _process.exit_now(code)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import mlflow
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -118,5 +116,6 @@ def reproduce(run_id: str, tracking_uri: str, started: float | None = None) -> R
 
 
 def _last_run_id() -> str:
-    last: Any = mlflow.last_active_run()
-    return str(last.info.run_id)
+    from pipeline.tracking import recorder
+
+    return str(recorder.last_run_id())

@@ -16,12 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import mlflow
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import AppConfig, RetrainAppConfig
 from pipeline.config.schema import NotMnistDataConfig
 from pipeline.names import Artifact, Metric, Tag
+from pipeline.tracking import recorder
 from pipeline.tracking import registry as reg
 from pipeline.tracking.audit import Audit, audit_run
 from pipeline.tracking.locks import LockHeldError, store_lock
@@ -229,9 +229,9 @@ def _attempt(
     from pipeline.jobs.training import run
 
     run(training_cfg, overrides, started=started)
-    last = mlflow.last_active_run()
-    assert last is not None
-    training_run_id = last.info.run_id
+    training_run_id = recorder.last_run_id()
+    assert training_run_id is not None
+    last = client.get_run(training_run_id)
     overlap = last.data.metrics.get(Metric.HOLDOUT_OVERLAP_REMOVED, 0.0)
     audit.metrics({Metric.HOLDOUT_OVERLAP_REMOVED: overlap})
     client.set_tag(training_run_id, Tag.AUDIT_RUN_ID, audit.run_id)

@@ -48,6 +48,7 @@ from pipeline.config.schema import ParamSpec
 from pipeline.jobs import training
 from pipeline.names import Artifact, Metric, Tag
 from pipeline.stages.data import Dataset
+from pipeline.tracking import recorder
 from pipeline.tracking.locks import store_lock
 from pipeline.tracking.runs import EndRun, git_tags
 from pipeline.tracking.store import Store, open_store
@@ -325,8 +326,7 @@ class ReportToTrial(keras.callbacks.Callback):
         self.run_id: str | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        active = mlflow.active_run()
-        self.run_id = active.info.run_id if active else None
+        self.run_id = recorder.last_run_id()  # the trial's run, started before training
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         value = float((logs or {})[Metric.VAL_ACCURACY])

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import keras
-import mlflow
 
 from pipeline.config import AppConfig, ConfigError, DataConfig, validate
 from pipeline.names import Artifact, Metric, Tag
@@ -28,10 +27,9 @@ from pipeline.stages.train import (
     seed_everything,
 )
 from pipeline.tracking.callbacks import MlflowEpochLogger, StopOnSignal
-from pipeline.tracking.models import log_keras_model
-from pipeline.tracking.records import log_config, log_dataset, log_outcome
-from pipeline.tracking.runs import tracked_run
-from pipeline.tracking.store import Store, TrackingError, checkpoint_dir, open_store
+from pipeline.tracking.location import Store, TrackingError, checkpoint_dir
+from pipeline.tracking.model_files import save_model_files
+from pipeline.tracking.recorder import recorded_run, recorder
 
 log = logging.getLogger(__name__)
 _IMPORTED = time.perf_counter()  # start-up's start when the caller does not say (a library call)
@@ -83,6 +81,7 @@ def run(
     tags: Mapping[str, str] | None = None,
     expected_data_digest: str | None = None,
     store: Store | None = None,
+    wait: bool = True,
 ) -> dict[str, float]:
     """Train and evaluate one configuration inside one MLflow run; return its final metrics.
 
@@ -94,13 +93,18 @@ def run(
     per-epoch `callbacks` (its pruner) and the run's `tags`; `expected_data_digest` (a
     reproduction) makes loaded data with another `data.digest` a DataError before training;
     `store` is the store `cfg.tracking` names, when the caller opened it already.
+
+    MLflow is called by the run recorder's helper process (`pipeline.tracking.recorder`):
+    this process trains while it logs. With `wait` (the default) this returns once the run
+    is recorded and ended; a sweep in one process passes False and drains the recorder
+    before its report, so that each job's figures and model are logged while the next trains.
     """
     phases = Phases(started)
     if threads:
         limit_threads(threads)
-    if store is None:  # the entry point opens it before TensorFlow's import, to fail fast
+    if store is None:  # the entry point asks for it before TensorFlow's import, to overlap
         with phases("logging"):
-            store = open_store(cfg.tracking)
+            store = recorder().store(cfg.tracking)
     run_tags = {Tag.KERAS_BACKEND: keras.backend.backend(), **(tags or {})}
     if overrides:  # a sweep's run name shows only the swept values, and those shortened
         run_tags[Tag.JOB_OVERRIDES] = " ".join(overrides)[:5000]
@@ -110,11 +114,11 @@ def run(
         cfg, logged_through, times = resumed_config(store, cfg, overrides)
         run_tags[Tag.RESUMED] = str(times + 1)
         parent_run_id = None
-    with tracked_run(store, cfg.tracking.run_name, parent_run_id, run_tags, resume) as active:
-        run_id = active.info.run_id
+    with recorded_run(
+        store, cfg.tracking.run_name, parent_run_id, run_tags, resume, wait=wait
+    ) as active:
         if resume is None:
-            with phases("logging"):
-                log_config(cfg.model_dump(mode="json"), overrides)
+            active.log("config", cfg.model_dump(mode="json"), list(overrides))
         with phases("data"):
             dataset = load_data(cfg.data) if dataset is None else dataset
         if expected_data_digest is not None and dataset.digest() != expected_data_digest:
@@ -122,11 +126,10 @@ def run(
                 f"the data differs from the run's: {dataset.source} has data.digest "
                 f"{dataset.digest()[:16]}..., the run trained on {expected_data_digest[:16]}..."
             )
-        with phases("logging"):
-            if resume is None:
-                log_dataset(dataset)
-            else:
-                check_same_data(store, run_id, dataset)
+        active.log("dataset", dataset, resume is None)
+        if resume is not None:
+            with phases("logging"):
+                check_same_data(store, active.run_id, dataset)
 
         with phases("build"):
             seed_everything(cfg.train.seed)
@@ -151,8 +154,8 @@ def run(
             compile_model(model, optimizer, cfg.train.steps_per_execution)
 
         es = cfg.train.early_stopping
-        epoch_logger = MlflowEpochLogger(run_id, logged_through=logged_through)
-        checkpoints = checkpoint_dir(store.uri, run_id)
+        epoch_logger = MlflowEpochLogger(active.log_epoch, logged_through=logged_through)
+        checkpoints = checkpoint_dir(store.uri, active.run_id)
         with phases("train"):
             result = fit(
                 model,
@@ -179,22 +182,32 @@ def run(
             evaluation = evaluate(model, dataset.test, dataset.classes)
         with phases("logging"):
             metrics = summarise(model, result, evaluation)
-            log_outcome(metrics, result, evaluation, dataset)
+            outcome = {
+                "per_class": evaluation.per_class,
+                "confusion": evaluation.confusion,
+                "predictions": evaluation.predictions,
+            }
+            active.log("outcome", metrics, result.history, result.best_epoch,
+                       result.stopped_early, outcome)  # fmt: skip
             if cfg.tracking.log_model:
-                log.info("Model: %s", log_keras_model(model, dataset.test.images[:5]))
-        mlflow.log_metrics(phases.metrics())
-    shutil.rmtree(checkpoints, ignore_errors=True)  # FINISHED: nothing left to resume
+                active.log("model", save_model_files(model, dataset.test.images[:5]))
+            if wait:  # until the figures and the model are in the store
+                active.recorder.sync()
+        active.log("metrics", phases.metrics())
+    shutil.rmtree(checkpoints, ignore_errors=True)  # ended: nothing left to resume
 
     log.info(
         "Test accuracy %.4f (best epoch %d of %d). Run %s in experiment '%s' at %s",
         metrics[Metric.TEST_ACCURACY],
         result.best_epoch,
         len(result.history),
-        active.info.run_id,
+        active.run_id,
         store.experiment,
         store.uri,
     )
-    log.info("Open it: %s", store.ui_hint(active.info.run_id))
+    if active.outcome and active.outcome["model_uri"]:
+        log.info("Model: %s", active.outcome["model_uri"])
+    log.info("Open it: %s", store.ui_hint(active.run_id))
     return {**metrics, **phases.metrics()}
 
 

@@ -18,6 +18,20 @@ if TYPE_CHECKING:
     from pipeline.reporting.comparison import Comparison
 
 
+def warm_up() -> None:
+    """Draw and save a small figure: the first one in a process loads the fonts and the Agg
+    renderer (about a second), which the run recorder does while it would be idle."""
+    import io
+
+    fig = Figure(figsize=(2, 2), layout="constrained")
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], label="x")
+    ax.imshow(np.zeros((2, 2)), cmap="Blues")
+    ax.set_title("warm-up")
+    ax.legend()
+    fig.savefig(io.BytesIO(), format="png")
+
+
 def confusion_matrix_figure(confusion: np.ndarray, classes: Sequence[str]) -> Figure:
     """Counts, true letter by row and predicted by column, with row-normalised shading."""
     fig = Figure(figsize=(6, 5.5), layout="constrained")

@@ -1,10 +1,7 @@
 """MLflow plumbing: the store (`store`), a run's life cycle (`runs`), what a run records
-(`records`, `models`, `callbacks`) and sweeps as parent runs (`sweep`).
+(`records`, `models`, `callbacks`), the helper process that records a training run
+(`recorder`, `writer`) and sweeps as parent runs (`sweep`).
 
-Nothing here imports TensorFlow at import time, so the sweep callback and the report stay
-cheap; `callbacks` (a Keras callback) is the exception and is imported by training only.
+Importing this package imports nothing else: the trainer never loads MLflow itself (its
+`recorder` talks to the helper), and the sweep callback and the report stay cheap.
 """
-
-from pipeline.tracking.store import Store, TrackingError, connect, resolve_tracking_uri
-
-__all__ = ["Store", "TrackingError", "connect", "resolve_tracking_uri"]

@@ -1,17 +1,38 @@
 """The one way training metrics reach MLflow, a Keras callback with one batched call per
-epoch; and a callback that makes sure Ctrl-C stops training."""
+epoch; and a callback that makes sure Ctrl-C stops training. (No MLflow import here: the
+trainer's epochs go to the run recorder, `pipeline.tracking.recorder`.)"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import keras
-from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
 
 from pipeline.names import Metric as Name
-from pipeline.tracking.runs import raise_if_stop_requested
+from pipeline.tracking.lifecycle import raise_if_stop_requested
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+EpochSink = Callable[[int, Mapping[str, float]], None]  # (step, metrics): one epoch's values
+
+
+def to_client(run_id: str, client: MlflowClient | None = None) -> EpochSink:
+    """An `EpochSink` that logs straight to a run with MLflow's client, in this process."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = client or MlflowClient()
+
+    def log_batch(step: int, values: Mapping[str, float]) -> None:
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()], synchronous=True
+        )
+
+    return log_batch
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
@@ -24,14 +45,12 @@ class MlflowEpochLogger(keras.callbacks.Callback):
     `val_loss` = `val_data_loss` + `l2_penalty`.
 
     One `log_batch` per epoch, never per step: logging stays a rounding error next to training.
+    `sink` takes each epoch's values: the run recorder's `log_epoch`, or `to_client(run_id)`.
     """
 
-    def __init__(
-        self, run_id: str, client: MlflowClient | None = None, logged_through: int = 0
-    ) -> None:
+    def __init__(self, sink: EpochSink, logged_through: int = 0) -> None:
         super().__init__()
-        self.run_id = run_id
-        self.client = client or MlflowClient()
+        self.sink = sink
         # a resumed run may repeat epochs it logged before its checkpoint: log each step once
         self.logged_through = logged_through
         self.seconds = 0.0  # spent logging, so that a run can tell logging from training
@@ -51,12 +70,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         values = {k: float(v) for k, v in logs.items()}
         values.setdefault(Name.LEARNING_RATE, float(self.model.optimizer.learning_rate))
         values[Name.EPOCH_SECONDS] = seconds
-        now = int(time.time() * 1000)
-        self.client.log_batch(
-            self.run_id,
-            metrics=[Metric(k, v, now, epoch + 1) for k, v in values.items()],
-            synchronous=True,
-        )
+        self.sink(epoch + 1, values)
         self.seconds += time.perf_counter() - begin
 
 

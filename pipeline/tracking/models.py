@@ -9,38 +9,28 @@ whose first line says what was expected; the scoring server turns it into HTTP 4
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
 from pipeline.names import Artifact
+from pipeline.tracking.model_files import (
+    IMAGE_SHAPE,
+    KERAS_FILE_KEY,
+    ModelFiles,
+    save_model_files,
+)
 
-# As in pipeline.stages.data, whose package import would load the letter renderer (matplotlib)
-# into every process that loads the model.
-IMAGE_SHAPE = (28, 28)
-_KERAS_FILE = "keras_model"  # the artifact key of the native .keras file
+_KERAS_FILE = KERAS_FILE_KEY
 _BATCH = 8192  # images per Keras predict step: large batches, few Python round trips
 _EXPECTED = "expected images of shape (n, 28, 28) (or one (28, 28) image) of pixel values 0-255"
-
-
-def pinned_requirements() -> list[str]:
-    """The installed versions of what loading the model imports, given explicitly so that
-    `log_model` does not spend seconds inferring requirements in a subprocess."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    pins = []
-    for dist in ("keras", "tensorflow", "tensorflow-cpu", "numpy", "pydantic"):
-        with contextlib.suppress(PackageNotFoundError):
-            pins.append(f"{dist}=={version(dist)}")
-    return pins
 
 
 class ImageInputError(MlflowException):
@@ -142,7 +132,7 @@ class LetterClassifier(PythonModel):
         return np.asarray(self.keras_model.predict(pixels, batch_size=_BATCH, verbose=0))
 
 
-def _signature(probabilities: np.ndarray) -> Any:
+def _signature(files: ModelFiles) -> Any:
     """Images (float64, as JSON numbers arrive) in, probabilities out.
 
     MLflow enforces a tensor signature by exact dtype, so uint8, int64 or float32 arrays
@@ -157,44 +147,61 @@ def _signature(probabilities: np.ndarray) -> Any:
 
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float64), (-1, *IMAGE_SHAPE))]),
-        outputs=Schema([TensorSpec(probabilities.dtype, (-1, probabilities.shape[1]))]),
+        outputs=Schema([TensorSpec(np.dtype(files.output_dtype), (-1, files.classes))]),
     )
     signature._is_signature_from_type_hint = True
     return signature
 
 
-def log_keras_model(model: Any, input_example: Any, name: str = Artifact.MODEL_NAME) -> str:
-    """Log the model as a self-contained `LetterClassifier` (the native .keras file, this
-    package's code, pinned requirements, signature and input example); returns its
-    `models:/` URI for `mlflow.pyfunc.load_model` or `mlflow models serve`."""
-    import keras
+class _PyfuncUnchecked:
+    """`mlflow.pyfunc` as the flavor of `Model.log`, minus the serving check of the input
+    example: that check loads the model, hence TensorFlow (seconds), in the process that
+    logs it, and only ever warns. `LetterClassifier` on this example is what the trainer ran
+    to make `ModelFiles` (and the test suite serves the logged model)."""
 
+    __name__ = "mlflow.pyfunc"
+
+    @staticmethod
+    def save_model(path: str, mlflow_model: Any, validate_serving_input: bool, **kw: Any) -> None:
+        mlflow.pyfunc.save_model(path=path, mlflow_model=mlflow_model, **kw)
+
+
+def log_model_files(files: ModelFiles, name: str = Artifact.MODEL_NAME) -> str:
+    """Log a model saved by `save_model_files` as a self-contained `LetterClassifier` (the
+    native .keras file, this package's code, pinned requirements, signature and input
+    example), then delete the files; returns its `models:/` URI for
+    `mlflow.pyfunc.load_model` or `mlflow models serve`. Needs no Keras."""
     import pipeline
 
-    # The same layers and weights, without the training set-up (optimizer state, compile
-    # options such as steps_per_execution): what a user loading the model needs, no more.
-    model = keras.Model(model.inputs, model.outputs, name=model.name)
-    example = np.asarray(input_example, dtype=np.float64)
-    probabilities = np.asarray(model.predict(np.asarray(input_example), verbose=0))
-    with tempfile.TemporaryDirectory() as tmp:
-        keras_file = Path(tmp) / "model.keras"
-        model.save(keras_file)
+    folder = Path(files.folder)
+    try:
         # The wrapper's code travels with the model, so any process with the requirements
         # loads it, without this package installed (`code/pipeline/` in the model).
-        code = Path(tmp) / "pipeline"
+        code = folder / "pipeline"
         shutil.copytree(
             Path(pipeline.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__")
         )
-        info = mlflow.pyfunc.log_model(
+        info = Model.log(
+            artifact_path=None,
             name=name,
+            flavor=_PyfuncUnchecked,
+            flavor_name="python_function",
+            validate_serving_input=False,
             python_model=str(Path(__file__).with_name("letter_model.py")),
-            artifacts={_KERAS_FILE: str(keras_file)},
+            artifacts={_KERAS_FILE: files.keras_file},
             code_paths=[str(code)],
-            signature=_signature(probabilities),
-            input_example=example,
-            pip_requirements=pinned_requirements(),
+            signature=_signature(files),
+            input_example=np.asarray(files.example, dtype=np.float64),
+            pip_requirements=files.requirements,
         )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return str(info.model_uri)
+
+
+def log_keras_model(model: Any, input_example: Any, name: str = Artifact.MODEL_NAME) -> str:
+    """`log_model_files` of a Keras model, in one process (for library use and benchmarks)."""
+    return log_model_files(save_model_files(model, input_example), name)
 
 
 def load_keras(model_uri: str) -> Any:

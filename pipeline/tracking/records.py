@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from mlflow.data.dataset import Dataset as Dataset_
 
     from pipeline.stages.data import Dataset
-    from pipeline.stages.evaluate import Evaluation
-    from pipeline.stages.train import TrainResult
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -128,20 +126,29 @@ def log_table(table: pd.DataFrame, artifact_file: str) -> None:
 
 
 def log_outcome(
-    metrics: Mapping[str, float], result: TrainResult, evaluation: Evaluation, dataset: Dataset
+    metrics: Mapping[str, float],
+    history: pd.DataFrame,
+    best_epoch: int,
+    stopped_early: bool,
+    evaluation: Mapping[str, Any],
+    dataset: Dataset,
 ) -> None:
-    """The run's final metrics, the history, the per-class report and the figures."""
+    """The run's final metrics, the history, the per-class report and the figures.
+    `evaluation` holds the test set's `per_class` table, `confusion` matrix and
+    `predictions` (plain values: this runs where the model's classes are not imported)."""
     from pipeline.reporting import figures
 
     mlflow.log_metrics(dict(metrics))
-    mlflow.set_tag(Tag.STOPPED_EARLY, str(result.stopped_early).lower())
-    log_table(result.history, Artifact.HISTORY)
-    log_table(evaluation.per_class, Artifact.PER_CLASS)
+    mlflow.set_tag(Tag.STOPPED_EARLY, str(stopped_early).lower())
+    log_table(history, Artifact.HISTORY)
+    log_table(evaluation["per_class"], Artifact.PER_CLASS)
     made = {
-        "learning_curves": figures.learning_curves_figure(result.history, result.best_epoch),
-        "confusion_matrix": figures.confusion_matrix_figure(evaluation.confusion, dataset.classes),
+        "learning_curves": figures.learning_curves_figure(history, best_epoch),
+        "confusion_matrix": figures.confusion_matrix_figure(
+            evaluation["confusion"], dataset.classes
+        ),
         "misclassified": figures.misclassified_figure(
-            dataset.test.images, dataset.test.labels, evaluation.predictions, dataset.classes
+            dataset.test.images, dataset.test.labels, evaluation["predictions"], dataset.classes
         ),
     }
     for name, figure in made.items():

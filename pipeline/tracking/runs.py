@@ -3,33 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-import signal
+import functools
 import subprocess
-import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import mlflow
-from mlflow.entities import Param
+from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import TrackingConfig
 from pipeline.config.paths import PACKAGE_DIR, is_source_checkout
 from pipeline.names import Artifact, Tag
+from pipeline.tracking.lifecycle import EndRun as EndRun  # re-exported
+from pipeline.tracking.lifecycle import ends_as
+from pipeline.tracking.lifecycle import raise_if_stop_requested as raise_if_stop_requested
+from pipeline.tracking.lifecycle import raise_interrupt as raise_interrupt  # re-exported
 from pipeline.tracking.processes import process_tags
 from pipeline.tracking.store import Store, open_store
-
-
-class EndRun(Exception):  # noqa: N818 - an outcome, not an error
-    """Raised inside `tracked_run` to end the run early as `status` with `tags`, not FAILED:
-    a search trial that its pruner stops ends KILLED with `pruned=true`."""
-
-    def __init__(
-        self, message: str, status: str = "KILLED", tags: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.tags = dict(tags or {})
 
 
 @contextlib.contextmanager
@@ -43,79 +34,63 @@ def tracked_run(
     """An MLflow run that always ends: FINISHED, FAILED on an exception (with the traceback
     as an artifact), KILLED on Ctrl-C or SIGTERM, as an `EndRun` says. Never left RUNNING.
     `run_id` reopens an existing run (a resumed one) instead of starting a new one."""
+    active = start_run(store.experiment_id, run_name, parent_run_id, tags, run_id)
+    with ends_as(functools.partial(end_run, active.info.run_id)):
+        yield active
+    end_run(active.info.run_id, "FINISHED")
+
+
+def start_run(
+    experiment_id: str,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    run_id: str | None = None,
+    start_ms: int | None = None,
+) -> mlflow.ActiveRun:
+    """Start the active run (with the git and process tags), or reopen `run_id`.
+    `start_ms` is its start time when the run began before this call (another process's)."""
     all_tags = {**git_tags(), **process_tags(), **(tags or {})}
     if run_id is not None:
-        active = mlflow.start_run(run_id=run_id, tags=all_tags)
-    else:
-        active = mlflow.start_run(
-            experiment_id=store.experiment_id,
+        return mlflow.start_run(run_id=run_id, tags=all_tags)
+    if start_ms is None:
+        return mlflow.start_run(
+            experiment_id=experiment_id,
             run_name=run_name,
             parent_run_id=parent_run_id,
             tags=all_tags,
         )
-    try:
-        with _signals_raise_interrupt():
-            yield active
-            raise_if_stop_requested()
-    except KeyboardInterrupt:
-        _end_with_error(active.info.run_id, "KILLED", "interrupted (Ctrl-C or SIGTERM)")
-        raise
-    except EndRun as end:
-        try:
-            mlflow.set_tags(end.tags)
-        finally:
-            mlflow.end_run(end.status)
-        raise
-    except BaseException as exc:
-        _end_with_error(active.info.run_id, "FAILED", f"{type(exc).__name__}: {exc}")
-        raise
-    mlflow.end_run("FINISHED")
+    if parent_run_id is not None:
+        all_tags[Tag.PARENT_RUN_ID] = parent_run_id
+    made = MlflowClient().create_run(
+        experiment_id, start_time=start_ms, tags=all_tags, run_name=run_name
+    )
+    return mlflow.start_run(run_id=made.info.run_id)
 
 
-def _end_with_error(run_id: str, status: str, message: str) -> None:
+def end_run(
+    run_id: str,
+    status: str,
+    message: str | None = None,
+    trace: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> None:
+    """End the active run `run_id` as `status`; an error `message` goes to its `error` tag
+    and `trace` (a traceback) to `error.txt`. The run ends even if those fail to record."""
     try:
         client = MlflowClient()
-        client.set_tag(run_id, Tag.ERROR, message[:5000])
-        client.log_text(run_id, traceback.format_exc(), Artifact.ERROR)
+        if tags:
+            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        if message:
+            client.set_tag(run_id, Tag.ERROR, message[:5000])
+        if trace:
+            client.log_text(run_id, trace, Artifact.ERROR)
     finally:
-        mlflow.end_run(status)
-
-
-_stop_requested: list[int] = []  # the signals received while a run was tracked
-
-
-def raise_interrupt(signum: int, frame: object) -> None:
-    """The Ctrl-C and SIGTERM handler: a scheduler stopping the job counts as Ctrl-C, so the
-    runs it leaves are marked KILLED. The request is also recorded, for
-    `raise_if_stop_requested`."""
-    _stop_requested.append(signum)
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def raise_if_stop_requested() -> None:
-    """Raise again a Ctrl-C or SIGTERM that Python swallowed: when the signal arrives while a
-    finaliser runs (SQLAlchemy and TensorFlow run some during garbage collection), Python
-    prints the KeyboardInterrupt as "Exception ignored" and goes on, and training would too."""
-    if _stop_requested:
-        raise KeyboardInterrupt(f"signal {_stop_requested[-1]}")
-
-
-@contextlib.contextmanager
-def _signals_raise_interrupt() -> Iterator[None]:
-    """Within the block, Ctrl-C and SIGTERM go to `raise_interrupt` (in the main thread;
-    elsewhere, no change)."""
-    _stop_requested.clear()
-    stops = (signal.SIGINT, signal.SIGTERM)
-    try:
-        previous = [signal.signal(s, raise_interrupt) for s in stops]
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        for stop, handler in zip(stops, previous, strict=True):
-            signal.signal(stop, handler)
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            mlflow.end_run(status)
+        else:
+            MlflowClient().set_terminated(run_id, status)
 
 
 def record_failed_job(

@@ -14,7 +14,6 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -23,58 +22,19 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import TrackingConfig, project_home
 from pipeline.names import ExperimentTag
-from pipeline.tracking.views import VIEW_KEY, experiment_tags
+from pipeline.tracking.location import SQLITE
+from pipeline.tracking.location import Store as Store  # re-exported
+from pipeline.tracking.location import TrackingError as TrackingError  # re-exported
+from pipeline.tracking.location import resolve_tracking_uri as resolve_tracking_uri  # re-exported
+from pipeline.tracking.views import experiment_tags
 
-_SQLITE = "sqlite:///"
-
-
-@dataclass(frozen=True)
-class Store:
-    """A resolved tracking store and the experiment runs go to."""
-
-    uri: str
-    experiment_id: str
-    experiment: str
-
-    def ui_hint(self, run_id: str | None = None) -> str:
-        """How to look at a run, or with no run at the experiment's saved comparison view
-        (`pipeline.tracking.views`): the server page, or the `mlflow ui` command for a local
-        store. `workflowType=machine_learning`: MLflow 3.17's UI otherwise shows the GenAI
-        pages (its GenAI / Model training switch overrides the experiment's kind)."""
-        page = f"#/experiments/{self.experiment_id}/runs"
-        page += f"/{run_id}?" if run_id else f"?viewStateShareKey={VIEW_KEY}&"
-        page += "workflowType=machine_learning"
-        if self.uri.startswith(("http://", "https://")):
-            return f"{self.uri.rstrip('/')}/{page}"
-        return f"mlflow ui --backend-store-uri {self.uri}  # then open http://127.0.0.1:5000/{page}"
-
-
-def resolve_tracking_uri(uri: str | None, root: Path | None = None) -> str:
-    """The default store (SQLite under <home>/mlruns) or `uri` with relative SQLite paths taken
-    from the project home (`pipeline.config.project_home`), so Hydra's run folder never
-    matters."""
-    root = root or project_home()
-    if not uri:
-        return f"{_SQLITE}{root / 'mlruns' / 'mlflow.db'}"
-    if uri.startswith(_SQLITE) and not uri.startswith(_SQLITE + "/"):
-        return f"{_SQLITE}{(root / uri[len(_SQLITE) :]).resolve()}"
-    if "://" not in uri and not uri.startswith("file:"):
-        raise ValueError(
-            f"tracking.uri={uri!r} has no scheme: use null (SQLite under mlruns/), "
-            "sqlite:///path/to/mlflow.db, or an MLflow server such as http://host:5000"
-        )
-    return uri
+_SQLITE = SQLITE
 
 
 _DATABASES = ("postgresql", "postgres://", "mysql", "mssql")
 # How long a process waits for another one creating or upgrading the store's schema
 # (seconds of migrations, longer on a loaded machine) before it gives up in one line.
 SCHEMA_LOCK_SECONDS = 600.0
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used; the message is one line that says why and what to
-    do, printed by the entry points as `tracking error: ...` (exit code 2)."""
 
 
 def is_database(uri: str) -> bool:
@@ -91,15 +51,6 @@ def default_artifact_location(uri: str) -> str | None:
     if uri.startswith(_DATABASES):
         return (project_home() / "mlruns" / "artifacts").as_uri()
     return None
-
-
-def checkpoint_dir(uri: str, run_id: str) -> Path:
-    """Where a run keeps its training checkpoint until it ends: beside a SQLite store, else
-    under the project home's `mlruns/checkpoints` (the machine that trains)."""
-    root = (
-        Path(uri[len(_SQLITE) :]).parent if uri.startswith(_SQLITE) else project_home() / "mlruns"
-    )
-    return root / "checkpoints" / run_id
 
 
 def limit_requests(timeout_s: float, retries: int) -> None:

@@ -138,7 +138,10 @@ class MlflowSweepCallback(Callback):
         from mlflow.tracking import MlflowClient
 
         from pipeline.reporting.comparison import compare, find_runs
+        from pipeline.tracking import recorder
         from pipeline.tracking.store import Store
+
+        recorder.drain()  # jobs in this process end their runs in the background
 
         client = MlflowClient(self.uri)
         parent = client.get_run(self.run_id)

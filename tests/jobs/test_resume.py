@@ -4,6 +4,7 @@ that was never interrupted."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -49,6 +50,7 @@ def _kill_after_epoch(client: MlflowClient, name: str, epoch: int, tmp_path: Pat
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group: the trainer and its recorder
     )
     try:
         deadline = time.monotonic() + 300
@@ -60,7 +62,9 @@ def _kill_after_epoch(client: MlflowClient, name: str, epoch: int, tmp_path: Pat
                 time.sleep(0.2)
                 continue
             if len(client.get_metric_history(run_id, "loss")) >= epoch:
-                proc.send_signal(signal.SIGKILL)
+                # both at once, as a power cut does (the trainer alone: its recorder would
+                # end the run KILLED, see tests/tracking/test_recorder.py)
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=60)
                 return run_id
             time.sleep(0.05)

@@ -214,11 +214,12 @@ def test_killed_worker_trial_is_retried(store_uri: str, tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     try:
         dead_run = wait_for_epoch(store_uri, endless)
-    finally:
-        endless.send_signal(signal.SIGKILL)
+    finally:  # the worker and its run recorder at once, as a lost machine: nothing ends the run
+        os.killpg(endless.pid, signal.SIGKILL)
         endless.communicate()
     result = cli(*QUICK, "train.epochs=2", *study, *beats, module="pipeline.search", env=env)
     assert result.returncode == 0, result.stderr[-3000:]

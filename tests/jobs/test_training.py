@@ -118,7 +118,8 @@ def test_artifacts(finished) -> None:
 
 
 def test_logged_model_predicts_raw_pixels_with_the_reported_accuracy(finished) -> None:
-    cfg, metrics, _, found = finished
+    cfg, metrics, client, found = finished
+    mlflow.set_tracking_uri(client.tracking_uri)  # the run's store (the trainer never sets it)
     [logged] = mlflow.search_logged_models(
         experiment_ids=[found.info.experiment_id], output_format="list"
     )

@@ -19,7 +19,7 @@ def test_epoch_logger_logs_once_per_epoch_with_epoch_steps(store_uri: str) -> No
     import keras
     import numpy as np
 
-    from pipeline.tracking.callbacks import MlflowEpochLogger
+    from pipeline.tracking.callbacks import MlflowEpochLogger, to_client
 
     store = connect(store_uri, "exp")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
@@ -36,7 +36,7 @@ def test_epoch_logger_logs_once_per_epoch_with_epoch_steps(store_uri: str) -> No
             epochs=3,
             validation_data=(x, y),
             verbose=0,
-            callbacks=[MlflowEpochLogger(run.info.run_id)],
+            callbacks=[MlflowEpochLogger(to_client(run.info.run_id))],
         )
     client = MlflowClient(store_uri)
     names = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds")

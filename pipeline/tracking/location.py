@@ -1,0 +1,64 @@
+"""Where runs are recorded, importable without MLflow (the trainer never imports it): the
+store's URI resolved from the project home, the resolved `Store`, a run's checkpoint folder,
+and the one-line `TrackingError` every entry point prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import project_home
+from pipeline.tracking.views import VIEW_KEY
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message is one line that says why and what to
+    do, printed by the entry points as `tracking error: ...` (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class Store:
+    """A resolved tracking store and the experiment runs go to."""
+
+    uri: str
+    experiment_id: str
+    experiment: str
+
+    def ui_hint(self, run_id: str | None = None) -> str:
+        """How to look at a run, or with no run at the experiment's saved comparison view
+        (`pipeline.tracking.views`): the server page, or the `mlflow ui` command for a local
+        store. `workflowType=machine_learning`: MLflow 3.17's UI otherwise shows the GenAI
+        pages (its GenAI / Model training switch overrides the experiment's kind)."""
+        page = f"#/experiments/{self.experiment_id}/runs"
+        page += f"/{run_id}?" if run_id else f"?viewStateShareKey={VIEW_KEY}&"
+        page += "workflowType=machine_learning"
+        if self.uri.startswith(("http://", "https://")):
+            return f"{self.uri.rstrip('/')}/{page}"
+        return f"mlflow ui --backend-store-uri {self.uri}  # then open http://127.0.0.1:5000/{page}"
+
+
+SQLITE = "sqlite:///"
+
+
+def checkpoint_dir(uri: str, run_id: str) -> Path:
+    """Where a run keeps its training checkpoint until it ends: beside a SQLite store, else
+    under the project home's `mlruns/checkpoints` (the machine that trains)."""
+    root = Path(uri[len(SQLITE) :]).parent if uri.startswith(SQLITE) else project_home() / "mlruns"
+    return root / "checkpoints" / run_id
+
+
+def resolve_tracking_uri(uri: str | None, root: Path | None = None) -> str:
+    """The default store (SQLite under <home>/mlruns) or `uri` with relative SQLite paths taken
+    from the project home (`pipeline.config.project_home`), so Hydra's run folder never
+    matters."""
+    root = root or project_home()
+    if not uri:
+        return f"{SQLITE}{root / 'mlruns' / 'mlflow.db'}"
+    if uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
+        return f"{SQLITE}{(root / uri[len(SQLITE) :]).resolve()}"
+    if "://" not in uri and not uri.startswith("file:"):
+        raise ValueError(
+            f"tracking.uri={uri!r} has no scheme: use null (SQLite under mlruns/), "
+            "sqlite:///path/to/mlflow.db, or an MLflow server such as http://host:5000"
+        )
+    return uri

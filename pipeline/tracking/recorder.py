@@ -1,0 +1,322 @@
+"""A training run's MLflow calls, made by a helper process while this one trains.
+
+Why a process: importing MLflow and opening its store cost seconds of Python, as does
+importing TensorFlow, and on a small machine each runs on one core. In one process they
+queue behind each other (threads do not help: both hold the interpreter lock); in two, they
+overlap. So a trainer starts the helper (`pipeline.tracking.writer`) first, sends it each
+thing to record as soon as it is known, and never imports MLflow itself: params and data
+card are logged while training runs, the figures and the model while the trainer moves on.
+
+The guarantees are those of a run logged in-process:
+- requests are carried out in the order they were sent, each run's in its own MLflow run;
+- a run ends FINISHED, FAILED (with its traceback, ours or the helper's) or KILLED; a
+  failed request fails the run, and the trainer hears of it at the next epoch's end or when
+  the run ends;
+- `RecordedRun.end(wait=True)` (the default) returns once everything is in the store: the
+  run ended, the model loadable. A sweep in one process may let its jobs' runs end in the
+  background (`wait=False`) and `drain()` before its report;
+- if the trainer dies, the helper ends the run KILLED (see `writer`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import logging
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pipeline
+from pipeline.config import TrackingConfig
+from pipeline.tracking.lifecycle import ends_as
+from pipeline.tracking.location import Store, TrackingError, resolve_tracking_uri
+from pipeline.tracking.processes import process_tags
+
+log = logging.getLogger(__name__)
+
+
+class Recorder:
+    """The connection to one helper process, which outlives runs: a sweep's jobs and a
+    search's trials in one process share its imports and store connection."""
+
+    def __init__(self) -> None:
+        mine, theirs = multiprocessing.Pipe(duplex=True)
+        env = dict(os.environ)
+        # the helper imports the very `pipeline` this process runs, wherever it came from
+        source = str(Path(pipeline.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH")) if p)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.tracking.writer", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,  # it says nothing there; its warnings go to stderr
+            stderr=_python_stderr(),
+            env=env,
+        )
+        theirs.close()
+        self.connection = mine
+        self.sequence = itertools.count(1)
+        self.sent = 0
+        self.awaited: set[int] = set()  # requests whose answer someone will ask for
+        self.replies: dict[int, tuple[bool, Any]] = {}
+        self.run_begins = 0  # the first request of the current run
+        self.failure: str | None = None  # a failed request of the current run, in one line
+        self.opening: dict[str, int] = {}  # open requests, by tracking settings
+        self.opened: dict[str, Store] = {}
+        self.pending_ends: list[int] = []
+        self.last_run_id: str | None = None
+
+    def alive(self) -> bool:
+        return self.process.poll() is None and not self.connection.closed
+
+    # -- the wire ---------------------------------------------------------------------------
+
+    def send(self, op: str, *args: Any) -> int:
+        seq = next(self.sequence)
+        self.sent += 1
+        if op in _ANSWERED:
+            self.awaited.add(seq)
+        try:
+            self.connection.send((seq, op, args))
+        except OSError as exc:
+            raise TrackingError(f"the run recorder process is gone ({exc})") from None
+        return seq
+
+    def reply(self, seq: int) -> Any:
+        """Wait for the answer to request `seq`; its error is raised as TrackingError."""
+        while seq not in self.replies:
+            self._receive()
+        self.awaited.discard(seq)
+        ok, payload = self.replies.pop(seq)
+        if not ok:
+            raise TrackingError(payload)
+        return payload
+
+    def check(self) -> None:
+        """Raise the current run's failed request, if the helper reported one."""
+        while self.connection.poll():
+            self._receive()
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise TrackingError(failure)
+
+    def _receive(self) -> None:
+        try:
+            seq, ok, payload = self.connection.recv()
+        except (EOFError, OSError):
+            code = self.process.wait()
+            raise TrackingError(f"the run recorder process died (exit code {code})") from None
+        if seq in self.awaited:
+            self.replies[seq] = (ok, payload)
+        elif seq >= self.run_begins:  # unanswered requests only report failing, once
+            self.failure = self.failure or payload
+        # (an earlier run's failure: that run ended FAILED with it, in the helper)
+
+    # -- the store and runs -----------------------------------------------------------------
+
+    def request_store(self, tracking: TrackingConfig) -> None:
+        """Ask for the store now (the helper opens it while this process goes on). Its URI is
+        resolved here, where the project home and the environment are the run's own."""
+        tracking = _resolved(tracking)
+        key = tracking.model_dump_json()
+        if key not in self.opening and key not in self.opened:
+            self.opening[key] = self.send("open", tracking.model_dump(mode="json"))
+
+    def store(self, tracking: TrackingConfig) -> Store:
+        """The store `tracking` names, opened by the helper (TrackingError if unusable)."""
+        self.request_store(tracking)
+        key = _resolved(tracking).model_dump_json()
+        if key not in self.opened:
+            seq = self.opening.pop(key)  # a failure is not kept: the next run asks again
+            self.opened[key] = self.reply(seq)
+        return self.opened[key]
+
+    def start(self, store: Store, *args: Any) -> int:
+        """Start a run: its requests are those sent from now on."""
+        self.check()  # nothing of an earlier run carries over
+        seq = self.send("start", store.experiment_id, *args)
+        self.run_begins, self.failure = seq, None
+        return seq
+
+    def sync(self) -> None:
+        """Wait until the helper has carried out every request sent so far; raise the current
+        run's failure, if any."""
+        error = self.reply(self.send("sync"))
+        self.check()
+        if error is not None:
+            raise TrackingError(error)
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Wait for every run ended without waiting (`wait=False`); how each ended."""
+        ended = []
+        for seq in list(self.pending_ends):
+            try:
+                ended.append(self.reply(seq))
+            except TrackingError as exc:
+                log.error("A run could not be ended: %s", exc)
+            self.pending_ends.remove(seq)
+        for outcome in ended:
+            if outcome["status"] == "FAILED" and outcome["error"]:
+                log.error("Run %s failed: %s", outcome["run_id"], outcome["error"])
+        return ended
+
+    def close(self) -> None:
+        """Drain, then let the helper go once it says every run is ended and written (it
+        exits on its own; nothing of ours waits for its interpreter's teardown). A helper
+        that was never asked anything (`--help`) is stopped at once."""
+        if not self.alive():
+            return
+        if self.sent == 0:
+            self.process.kill()
+            self.process.wait()
+        else:
+            with contextlib.suppress(TrackingError):
+                self.drain()
+                self.reply(self.send("close"))
+        self.connection.close()
+
+
+_ANSWERED = {"open", "start", "sync", "end", "close"}
+
+
+def _resolved(tracking: TrackingConfig) -> TrackingConfig:
+    try:
+        uri = resolve_tracking_uri(tracking.uri)
+    except ValueError as exc:
+        raise TrackingError(str(exc)) from None
+    return tracking.model_copy(update={"uri": uri})
+
+
+def _python_stderr() -> int | None:
+    """Python's own standard error, for the helper's messages: an entry point may have made
+    descriptor 2 a filtering pipe (`cli._process.filter_native_noise`) that must close."""
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # captured (a test runner): inherit
+        return None
+
+
+class RecordedRun:
+    """The trainer's handle on one run that the helper records."""
+
+    def __init__(self, recorder: Recorder, start_seq: int) -> None:
+        self.recorder = recorder
+        self._start = start_seq
+        self._run_id: str | None = None
+        self.outcome: dict[str, Any] | None = None
+
+    @property
+    def run_id(self) -> str:
+        if self._run_id is None:
+            self._run_id = str(self.recorder.reply(self._start))
+            self.recorder.last_run_id = self._run_id
+        return self._run_id
+
+    def log(self, op: str, *args: Any) -> None:
+        """One request for this run (`config`, `dataset`, `outcome`, `model`, `metrics`,
+        `tags`: see `writer.Writer`), carried out in order while this process goes on."""
+        self.recorder.send(op, *args)
+
+    def log_epoch(self, step: int, values: Mapping[str, float]) -> None:
+        self.recorder.send("epoch", step, dict(values), int(time.time() * 1000))
+        self.recorder.check()
+
+    def end(
+        self,
+        status: str,
+        message: str | None = None,
+        trace: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        wait: bool = True,
+    ) -> None:
+        seq = self.recorder.send("end", status, message, trace, dict(tags or {}))
+        self.recorder.failure = None  # the end says it, for this run
+        if not wait:
+            self.recorder.pending_ends.append(seq)
+            return
+        self.outcome = self.recorder.reply(seq)
+        if status == "FINISHED" and self.outcome["status"] != "FINISHED":
+            raise TrackingError(self.outcome["error"] or "the run could not be recorded")
+
+
+_recorder: Recorder | None = None
+
+
+def recorder() -> Recorder:
+    """This process's recorder, its helper started on first use (or again, if it died)."""
+    global _recorder
+    if _recorder is None or not _recorder.alive():
+        if _recorder is not None:
+            _recorder.connection.close()
+        _recorder = Recorder()
+    return _recorder
+
+
+def close() -> None:
+    """End this process's recorder, if it has one (its runs recorded first)."""
+    global _recorder
+    if _recorder is not None:
+        _recorder.close()
+        _recorder = None
+
+
+def drain() -> None:
+    """Wait until every run this process started is recorded and ended (a sweep's report
+    needs them all); nothing to do without a recorder."""
+    if _recorder is not None and _recorder.alive():
+        _recorder.drain()
+
+
+def last_run_id() -> str | None:
+    """The id of the run this process recorded last (as `mlflow.last_active_run`)."""
+    return None if _recorder is None else _recorder.last_run_id
+
+
+@contextlib.contextmanager
+def recorded_run(
+    store: Store,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    resume_run_id: str | None = None,
+    *,
+    wait: bool = True,
+) -> Iterator[RecordedRun]:
+    """A run recorded by the helper, which always ends: FINISHED, FAILED on an exception (with
+    its traceback), KILLED on Ctrl-C or SIGTERM, or as an `EndRun` says.
+
+    The run starts now (its start time is this moment, whenever the helper gets to it) and
+    carries this process's host and pid, so the stale-runs check looks at the trainer.
+    `wait=False` lets a successful run end in the background (`Recorder.drain`)."""
+    rec = recorder()
+    all_tags = {**process_tags(), **(tags or {})}
+    start_ms = int(time.time() * 1000)
+    run = RecordedRun(
+        rec, rec.start(store, run_name, parent_run_id, all_tags, resume_run_id, start_ms)
+    )
+    with ends_as(functools.partial(_end_quietly, run)):
+        yield run
+        rec.check()  # a failed request fails the run, even after the last epoch
+    run.end("FINISHED", wait=wait)
+
+
+def _end_quietly(
+    run: RecordedRun,
+    status: str,
+    message: str | None,
+    trace: str | None,
+    tags: Mapping[str, str] | None,
+) -> None:
+    """End a run that is ending on an exception: that exception is what the caller sees."""
+    try:
+        run.end(status, message, trace, tags)
+    except TrackingError as exc:
+        if status == "FINISHED" or "recorder process" in str(exc):
+            log.error("The run could not be ended: %s", exc)

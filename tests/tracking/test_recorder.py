@@ -1,0 +1,155 @@
+"""The run recorder: a helper process makes the MLflow calls while the trainer goes on, and
+nothing is lost on the way (issue 13: the fast path records everything the slow one did)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+from conftest import ENDLESS, TINY, cli, running, wait_for_epoch
+from mlflow.tracking import MlflowClient
+
+from pipeline.jobs.training import run
+from pipeline.tracking import recorder
+from pipeline.tracking.location import TrackingError
+
+pytestmark = pytest.mark.slow
+
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_data_loss", "l2_penalty")
+
+
+def _only_run(uri: str) -> Any:
+    client = MlflowClient(uri)
+    [found] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return found
+
+
+def _writers_of(uri: str) -> list[int]:
+    """The pids of live recorder helpers started for the store `uri` (by their environment)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if b"pipeline.tracking.writer" not in (proc / "cmdline").read_bytes():
+                continue
+            if f"MLFLOW_TRACKING_URI={uri}".encode() in (proc / "environ").read_bytes():
+                state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+                if state != "Z":
+                    pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _assert_complete(uri: str, found: Any, epochs: int) -> None:
+    """Every epoch's metrics, the params, the config, the data's identity and card."""
+    client = MlflowClient(uri)
+    run_id = found.info.run_id
+    for name in EPOCH_METRICS:
+        steps = [m.step for m in client.get_metric_history(run_id, name)]
+        assert steps == list(range(1, epochs + 1)), name
+    assert found.data.params["model.hidden_units"] == "[32]"
+    assert found.data.tags["data.digest"]
+    assert found.data.tags["pid"]  # the trainer's, for the stale-runs check
+    assert {d.dataset.name for d in found.inputs.dataset_inputs} == {
+        "synthetic-train",
+        "synthetic-valid",
+        "synthetic-test",
+    }
+    listed = {a.path for a in client.list_artifacts(run_id)}
+    assert {"config", "data"} <= listed
+
+
+def test_fast_path_records_everything_and_the_model_loads(store_uri: str, tmp_path: Path) -> None:
+    """The command line: the run is FINISHED with all its records once the command returns
+    (which skips TensorFlow's teardown), the model loads and predicts, no helper is left."""
+    result = cli(*TINY, f"hydra.run.dir={tmp_path / 'out'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = _only_run(store_uri)
+    assert found.info.status == "FINISHED"
+    _assert_complete(store_uri, found, epochs=3)
+    metrics = found.data.metrics
+    for phase in ("startup", "data", "build", "train", "evaluate", "logging"):
+        assert metrics[f"seconds.{phase}"] >= 0, phase
+    assert {"test_accuracy", "best_val_accuracy", "param_count"} <= metrics.keys()
+    client = MlflowClient(store_uri)
+    figures = {a.path for a in client.list_artifacts(found.info.run_id, "figures")}
+    assert len(figures) == 3
+    [output] = found.outputs.model_outputs
+    mlflow.set_tracking_uri(store_uri)  # where `models:/` looks (this process never set it)
+    model = mlflow.pyfunc.load_model(f"models:/{output.model_id}")
+    probabilities = model.predict(np.zeros((2, 28, 28), dtype=np.uint8))
+    assert probabilities.shape == (2, 10)
+    assert f"Model: models:/{output.model_id}" in result.stdout
+    assert (tmp_path / "out" / "train.log").read_text().count("Test accuracy") == 1  # flushed
+    deadline = time.monotonic() + 10  # it exits once it said the runs are recorded
+    while _writers_of(store_uri) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _writers_of(store_uri)
+
+
+class _InterruptAfterTraining(keras.callbacks.Callback):
+    """Ctrl-C the moment training ends: evaluation and the model are still to come."""
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)  # the signal handler raises in this thread
+
+
+def test_interrupted_right_after_training_loses_nothing_sent(tiny, store_uri: str) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny(), callbacks=[_InterruptAfterTraining()])
+    found = _only_run(store_uri)
+    assert found.info.status == "KILLED"
+    assert found.data.tags["error"] == "interrupted (Ctrl-C or SIGTERM)"
+    _assert_complete(store_uri, found, epochs=3)
+    # the next run in this process starts clean
+    assert run(tiny("tracking.experiment=after"))["epochs_run"] == 3
+
+
+def test_a_failed_record_fails_the_run_in_one_line(tiny, tmp_path: Path) -> None:
+    """An artifact store that cannot be written: the run ends FAILED, saying why, and the
+    trainer hears of it as a TrackingError."""
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    cfg = tiny(
+        "tracking.experiment=blocked",
+        f"tracking.artifact_location={(blocked / 'artifacts').as_uri()}",
+    )
+    with pytest.raises(TrackingError, match=r"recording the run \(config\) failed"):
+        run(cfg)
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    found = _only_run(uri)
+    assert found.info.status == "FAILED"
+    assert "recording the run (config) failed" in found.data.tags["error"]
+
+
+def test_killed_trainer_leaves_no_run_running(store_uri: str, tmp_path: Path) -> None:
+    """SIGKILL gives the trainer no chance to end its run: its helper does, as KILLED."""
+    with running(*ENDLESS, f"hydra.run.dir={tmp_path / 'out'}") as proc:
+        run_id = wait_for_epoch(store_uri, proc)
+        proc.kill()
+        proc.wait(timeout=30)
+    client = MlflowClient(store_uri)
+    deadline = time.monotonic() + 30
+    while client.get_run(run_id).info.status == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    ended = client.get_run(run_id)
+    assert ended.info.status == "KILLED"
+    assert "ended without ending its run" in ended.data.tags["error"]
+
+
+def test_recorder_survives_its_helper_dying(tiny) -> None:
+    """A helper that died (killed by hand, out of memory) is replaced for the next run."""
+    run(tiny("tracking.experiment=first"))
+    first = recorder.recorder()
+    first.process.kill()
+    first.process.wait()
+    assert run(tiny("tracking.experiment=second"))["epochs_run"] == 3
+    assert recorder.recorder() is not first

@@ -94,6 +94,7 @@ class Tag:
     PID: Final = "pid"
     PID_STARTED: Final = "pid.started"  # the process's start time (Linux: clock ticks since boot)
     RESUMED: Final = "resumed"  # how many times `train.resume` continued the run
+    CHECKPOINT: Final = "checkpoint"  # its training checkpoint's folder under checkpoints/
 
     SEARCH: Final = "search"  # "true" on a study's parent run
     SEARCH_STUDY: Final = "search.study"
@@ -126,6 +127,5 @@ class Artifact:
     REPORT_HTML: Final = "comparison/report.html"  # MLflow's UI renders HTML artifacts
     SEARCH_DIR: Final = "search"  # a study's figures, trials and best experiment
     MODEL_NAME: Final = "model"
-    CHECKPOINT: Final = "checkpoint"  # the folder name under a store's checkpoints/<run id>
     HOLDOUT_PER_CLASS: Final = "holdout/per_class.csv"  # retraining: both models, per letter
     DECISION: Final = "holdout/decision.json"

@@ -323,10 +323,6 @@ class ReportToTrial(keras.callbacks.Callback):
     def __init__(self, trial: optuna.Trial) -> None:
         super().__init__()
         self.trial = trial
-        self.run_id: str | None = None
-
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.run_id = recorder.last_run_id()  # the trial's run, started before training
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         value = float((logs or {})[Metric.VAL_ACCURACY])
@@ -448,6 +444,7 @@ def _run_trial(
     reporter = ReportToTrial(trial)
     tags = {Tag.SEARCH_STUDY: name, Tag.SEARCH_TRIAL: str(trial.number)}
     state, value = TrialState.FAIL, None
+    before = recorder.last_run_id()
     with Heartbeat(study.optuna._storage, trial._trial_id):
         try:
             metrics = training.run(
@@ -474,9 +471,10 @@ def _run_trial(
         study.optuna.tell(trial, value, state=state)
     except optuna.exceptions.UpdateFinishedTrialError:  # failed as stale meanwhile: retried
         log.warning("Trial %d was taken for dead while it ran; its retry stands", trial.number)
-    if reporter.run_id:
+    run_id = recorder.last_run_id()
+    if run_id and run_id != before:  # (none if the trial failed before its run began)
         wall = time.perf_counter() - begin
-        MlflowClient(study.store.uri).log_metric(reporter.run_id, Metric.SECONDS_TRIAL, wall)
+        MlflowClient(study.store.uri).log_metric(run_id, Metric.SECONDS_TRIAL, wall)
     if state == TrialState.COMPLETE:
         log.info("Trial %d: %s %.4f (%s)", trial.number, OBJECTIVE, value, ", ".join(shown))
 

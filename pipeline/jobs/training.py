@@ -6,6 +6,7 @@ import contextlib
 import logging
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -110,10 +111,13 @@ def run(
         run_tags[Tag.JOB_OVERRIDES] = " ".join(overrides)[:5000]
     resume = cfg.train.resume
     logged_through = 0
+    # the checkpoint's folder, named here: the run's id is the recorder's to learn, later
+    checkpoints = checkpoint_dir(store.uri, uuid.uuid4().hex)
     if resume is not None:
-        cfg, logged_through, times = resumed_config(store, cfg, overrides)
+        cfg, logged_through, times, checkpoints = resumed_config(store, cfg, overrides)
         run_tags[Tag.RESUMED] = str(times + 1)
         parent_run_id = None
+    run_tags[Tag.CHECKPOINT] = checkpoints.name
     with recorded_run(
         store, cfg.tracking.run_name, parent_run_id, run_tags, resume, wait=wait
     ) as active:
@@ -155,7 +159,6 @@ def run(
 
         es = cfg.train.early_stopping
         epoch_logger = MlflowEpochLogger(active.log_epoch, logged_through=logged_through)
-        checkpoints = checkpoint_dir(store.uri, active.run_id)
         with phases("train"):
             result = fit(
                 model,
@@ -178,6 +181,12 @@ def run(
         phases.seconds["train"] -= epoch_logger.seconds
         phases.seconds["logging_per_epoch"] = epoch_logger.seconds
 
+        # logged while this process evaluates: the training's outcome, the model (the kept
+        # weights are final), then the evaluation's
+        active.log("training", result.history, result.best_epoch, result.stopped_early)
+        if cfg.tracking.log_model:
+            with phases("logging"):
+                active.log("model", save_model_files(model, dataset.test.images[:5]))
         with phases("evaluate"):
             evaluation = evaluate(model, dataset.test, dataset.classes)
         with phases("logging"):
@@ -187,10 +196,7 @@ def run(
                 "confusion": evaluation.confusion,
                 "predictions": evaluation.predictions,
             }
-            active.log("outcome", metrics, result.history, result.best_epoch,
-                       result.stopped_early, outcome)  # fmt: skip
-            if cfg.tracking.log_model:
-                active.log("model", save_model_files(model, dataset.test.images[:5]))
+            active.log("evaluation", metrics, outcome)
             if wait:  # until the figures and the model are in the store
                 active.recorder.sync()
         active.log("metrics", phases.metrics())
@@ -213,10 +219,10 @@ def run(
 
 def resumed_config(
     store: Store, cfg: AppConfig, overrides: Sequence[str]
-) -> tuple[AppConfig, int, int]:
+) -> tuple[AppConfig, int, int, Path]:
     """For `train.resume=<run id>`: the run's own logged config (the store and experiment
-    stay the ones given), the last epoch it logged, and how often it was resumed before.
-    Raises ConfigError for a run that cannot be continued."""
+    stay the ones given), the last epoch it logged, how often it was resumed before, and
+    its checkpoint's folder. Raises ConfigError for a run that cannot be continued."""
     import yaml
     from mlflow.tracking import MlflowClient
 
@@ -261,7 +267,8 @@ def resumed_config(
         run_id,
         max(steps, default=0),
     )
-    return own, max(steps, default=0), times
+    folder = checkpoint_dir(store.uri, run.data.tags.get(Tag.CHECKPOINT, run_id))
+    return own, max(steps, default=0), times, folder
 
 
 def check_same_data(store: Store, run_id: str, dataset: Dataset) -> None:

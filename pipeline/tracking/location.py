@@ -40,11 +40,12 @@ class Store:
 SQLITE = "sqlite:///"
 
 
-def checkpoint_dir(uri: str, run_id: str) -> Path:
+def checkpoint_dir(uri: str, key: str) -> Path:
     """Where a run keeps its training checkpoint until it ends: beside a SQLite store, else
-    under the project home's `mlruns/checkpoints` (the machine that trains)."""
+    under the project home's `mlruns/checkpoints` (the machine that trains), in the folder
+    its `checkpoint` tag names (runs from before that tag: their run id)."""
     root = Path(uri[len(SQLITE) :]).parent if uri.startswith(SQLITE) else project_home() / "mlruns"
-    return root / "checkpoints" / run_id
+    return root / "checkpoints" / key
 
 
 def resolve_tracking_uri(uri: str | None, root: Path | None = None) -> str:

@@ -220,8 +220,9 @@ class RecordedRun:
         return self._run_id
 
     def log(self, op: str, *args: Any) -> None:
-        """One request for this run (`config`, `dataset`, `outcome`, `model`, `metrics`,
-        `tags`: see `writer.Writer`), carried out in order while this process goes on."""
+        """One request for this run (`config`, `dataset`, `training`, `model`, `evaluation`,
+        `metrics`, `tags`: see `writer.Writer`), carried out in order while this process
+        goes on."""
         self.recorder.send(op, *args)
 
     def log_epoch(self, step: int, values: Mapping[str, float]) -> None:
@@ -242,6 +243,8 @@ class RecordedRun:
             self.recorder.pending_ends.append(seq)
             return
         self.outcome = self.recorder.reply(seq)
+        if self.outcome["run_id"]:
+            self._run_id = self.recorder.last_run_id = self.outcome["run_id"]
         if status == "FINISHED" and self.outcome["status"] != "FINISHED":
             raise TrackingError(self.outcome["error"] or "the run could not be recorded")
 

@@ -125,25 +125,27 @@ def log_table(table: pd.DataFrame, artifact_file: str) -> None:
     mlflow.log_text(table.to_csv(), artifact_file)
 
 
-def log_outcome(
-    metrics: Mapping[str, float],
-    history: pd.DataFrame,
-    best_epoch: int,
-    stopped_early: bool,
-    evaluation: Mapping[str, Any],
-    dataset: Dataset,
+def log_training(history: pd.DataFrame, best_epoch: int, stopped_early: bool) -> None:
+    """What training gave, known before evaluation: its history and learning curves."""
+    from pipeline.reporting import figures
+
+    mlflow.set_tag(Tag.STOPPED_EARLY, str(stopped_early).lower())
+    log_table(history, Artifact.HISTORY)
+    figure = figures.learning_curves_figure(history, best_epoch)
+    mlflow.log_figure(figure, f"{Artifact.FIGURES_DIR}/learning_curves.png")
+
+
+def log_evaluation(
+    metrics: Mapping[str, float], evaluation: Mapping[str, Any], dataset: Dataset
 ) -> None:
-    """The run's final metrics, the history, the per-class report and the figures.
+    """The run's final metrics, the per-class report and the test set's figures.
     `evaluation` holds the test set's `per_class` table, `confusion` matrix and
     `predictions` (plain values: this runs where the model's classes are not imported)."""
     from pipeline.reporting import figures
 
     mlflow.log_metrics(dict(metrics))
-    mlflow.set_tag(Tag.STOPPED_EARLY, str(stopped_early).lower())
-    log_table(history, Artifact.HISTORY)
     log_table(evaluation["per_class"], Artifact.PER_CLASS)
     made = {
-        "learning_curves": figures.learning_curves_figure(history, best_epoch),
         "confusion_matrix": figures.confusion_matrix_figure(
             evaluation["confusion"], dataset.classes
         ),

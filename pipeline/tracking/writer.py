@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -61,8 +62,10 @@ class Writer:
         replied = op in {"open", "start", "end", "sync"}  # as recorder._ANSWERED
         if self.error is not None and not replied:
             return  # the run failed already: its end says so
+        begin = time.perf_counter()
         try:
             result = method(*args)
+            log.debug("%s: %.3f s", op, time.perf_counter() - begin)
         except Exception as exc:
             line = _one_line(op, exc)
             if op not in {"open", "sync"}:
@@ -147,17 +150,15 @@ class Writer:
 
         mlflow.set_tags(tags)
 
-    def op_outcome(
-        self,
-        metrics: dict[str, float],
-        history: Any,
-        best_epoch: int,
-        stopped_early: bool,
-        evaluation: dict[str, Any],
-    ) -> None:
-        from pipeline.tracking.records import log_outcome
+    def op_training(self, history: Any, best_epoch: int, stopped_early: bool) -> None:
+        from pipeline.tracking.records import log_training
 
-        log_outcome(metrics, history, best_epoch, stopped_early, evaluation, self.dataset)
+        log_training(history, best_epoch, stopped_early)
+
+    def op_evaluation(self, metrics: dict[str, float], evaluation: dict[str, Any]) -> None:
+        from pipeline.tracking.records import log_evaluation
+
+        log_evaluation(metrics, evaluation, self.dataset)
 
     def op_model(self, files: Any) -> None:
         from pipeline.tracking.models import log_model_files
@@ -209,13 +210,21 @@ def _warm_requirements() -> None:
 def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=logging.WARNING, format="[writer] %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="[recorder] %(levelname)s %(message)s")
+    if os.environ.get("PIPELINE_RECORDER_DEBUG"):  # each request's time, for profiling
+        log.setLevel(logging.DEBUG)
     connection = Connection(int(argv[1]))
     begin = time.perf_counter()
     import mlflow  # noqa: F401 - while the trainer imports TensorFlow
 
     log.debug("MLflow imported in %.2f s", time.perf_counter() - begin)
     Writer(connection).serve()
+    # Every run is ended and written: exit as the trainer does, without the teardown of
+    # MLflow's, SQLAlchemy's and matplotlib's modules (whoever reads this process's output
+    # through a pipe waits for it to close).
+    from pipeline.cli._process import exit_now
+
+    exit_now(0)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,8 @@ def test_killed_run_is_found_marked_and_resumed_to_the_same_result(
 
     run_id = _kill_after_epoch(client, "killed", 2, tmp_path)
     assert client.get_run(run_id).info.status == "RUNNING"  # SIGKILL: nothing could end it
-    checkpoint = tmp_path / "mlruns" / "checkpoints" / run_id / "latest.json"
+    key = client.get_run(run_id).data.tags["checkpoint"]
+    checkpoint = tmp_path / "mlruns" / "checkpoints" / key / "latest.json"
     assert checkpoint.exists()
 
     listed = cli("stale-runs", module="pipeline.maintenance")

@@ -49,7 +49,7 @@ def save_model_files(model: Any, input_example: Any) -> ModelFiles:
 
     model = keras.Model(model.inputs, model.outputs, name=model.name)
     example = np.asarray(input_example)
-    probabilities = np.asarray(model.predict(example, verbose=0))
+    [output] = model.outputs  # the probabilities: their dtype and width, for the signature
     folder = Path(tempfile.mkdtemp(prefix="pipeline-model-"))
     keras_file = folder / "model.keras"
     model.save(keras_file)
@@ -57,7 +57,7 @@ def save_model_files(model: Any, input_example: Any) -> ModelFiles:
         folder=str(folder),
         keras_file=str(keras_file),
         example=example.astype(np.float64),
-        output_dtype=str(probabilities.dtype),
-        classes=int(probabilities.shape[1]),
+        output_dtype=str(keras.backend.standardize_dtype(output.dtype)),
+        classes=int(output.shape[-1]),
         requirements=pinned_requirements(),
     )

@@ -55,6 +55,8 @@ class Tag:
     PARENT_RUN_ID: Final = "mlflow.parentRunId"
     RUN_NAME: Final = "mlflow.runName"
     GIT_COMMIT: Final = "mlflow.source.git.commit"
+    SOURCE_NAME: Final = "mlflow.source.name"  # MLflow's: the program that made the run
+    SOURCE_TYPE: Final = "mlflow.source.type"
     GIT_DIRTY: Final = "git.dirty"
     KERAS_BACKEND: Final = "keras.backend"
     ERROR: Final = "error"

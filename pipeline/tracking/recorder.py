@@ -35,6 +35,7 @@ from typing import Any
 
 import pipeline
 from pipeline.config import TrackingConfig
+from pipeline.names import Tag
 from pipeline.tracking.lifecycle import ends_as
 from pipeline.tracking.location import Store, TrackingError, resolve_tracking_uri
 from pipeline.tracking.processes import process_tags
@@ -125,14 +126,14 @@ class Recorder:
         """Ask for the store now (the helper opens it while this process goes on). Its URI is
         resolved here, where the project home and the environment are the run's own."""
         tracking = _resolved(tracking)
-        key = tracking.model_dump_json()
+        key = _key(tracking)
         if key not in self.opening and key not in self.opened:
-            self.opening[key] = self.send("open", tracking.model_dump(mode="json"))
+            self.opening[key] = self.send("open", tracking.model_dump(mode="json"), _mlflow_env())
 
     def store(self, tracking: TrackingConfig) -> Store:
         """The store `tracking` names, opened by the helper (TrackingError if unusable)."""
         self.request_store(tracking)
-        key = _resolved(tracking).model_dump_json()
+        key = _key(_resolved(tracking))
         if key not in self.opened:
             seq = self.opening.pop(key)  # a failure is not kept: the next run asks again
             self.opened[key] = self.reply(seq)
@@ -192,6 +193,17 @@ def _resolved(tracking: TrackingConfig) -> TrackingConfig:
     except ValueError as exc:
         raise TrackingError(str(exc)) from None
     return tracking.model_copy(update={"uri": uri})
+
+
+def _mlflow_env() -> dict[str, str]:
+    """This process's MLflow settings now (credentials, timeouts...): the helper, started
+    earlier, opens the store with these, as this process would."""
+    return {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+
+
+def _key(tracking: TrackingConfig) -> str:
+    """A store opened for these settings serves again only with the same MLflow settings."""
+    return tracking.model_dump_json() + repr(sorted(_mlflow_env().items()))
 
 
 def _python_stderr() -> int | None:
@@ -299,7 +311,7 @@ def recorded_run(
     carries this process's host and pid, so the stale-runs check looks at the trainer.
     `wait=False` lets a successful run end in the background (`Recorder.drain`)."""
     rec = recorder()
-    all_tags = {**process_tags(), **(tags or {})}
+    all_tags = {**process_tags(), **_program_tags(), **(tags or {})}
     start_ms = int(time.time() * 1000)
     run = RecordedRun(
         rec, rec.start(store, run_name, parent_run_id, all_tags, resume_run_id, start_ms)
@@ -308,6 +320,15 @@ def recorded_run(
         yield run
         rec.check()  # a failed request fails the run, even after the last epoch
     run.end("FINISHED", wait=wait)
+
+
+def _program_tags() -> dict[str, str]:
+    """What MLflow records of the program that starts a run in-process (its script and
+    kind), which the helper would otherwise give as its own. (Its user, MLflow's account
+    name or the login, is the same in the helper, which has this process's MLflow
+    settings.)"""
+    program = sys.argv[0] if sys.argv and sys.argv[0] not in {"", "-c"} else "<console>"
+    return {Tag.SOURCE_NAME: program, Tag.SOURCE_TYPE: "LOCAL"}
 
 
 def _end_quietly(

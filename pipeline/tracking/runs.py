@@ -11,6 +11,7 @@ from pathlib import Path
 import mlflow
 from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
 
 from pipeline.config import TrackingConfig
 from pipeline.config.paths import PACKAGE_DIR, is_source_checkout
@@ -62,8 +63,9 @@ def start_run(
         )
     if parent_run_id is not None:
         all_tags[Tag.PARENT_RUN_ID] = parent_run_id
+    # MLflow's context tags (user, source...), as `mlflow.start_run` adds them; given win
     made = MlflowClient().create_run(
-        experiment_id, start_time=start_ms, tags=all_tags, run_name=run_name
+        experiment_id, start_time=start_ms, tags=resolve_tags(all_tags), run_name=run_name
     )
     return mlflow.start_run(run_id=made.info.run_id)
 

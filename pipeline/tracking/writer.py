@@ -90,10 +90,17 @@ class Writer:
 
     # -- the requests -------------------------------------------------------------------------
 
-    def op_open(self, tracking: dict[str, Any]) -> Any:
+    def op_open(self, tracking: dict[str, Any], environment: dict[str, str]) -> Any:
+        """Open the store with the trainer's MLflow settings of the moment (its
+        `MLFLOW_*` variables: credentials, timeouts), which may differ from this process's
+        own, inherited when it started."""
         from pipeline.config import TrackingConfig
         from pipeline.tracking.store import open_store
 
+        for name in [k for k in os.environ if k.startswith("MLFLOW_")]:
+            if name not in environment:
+                del os.environ[name]
+        os.environ.update(environment)
         return open_store(TrackingConfig.model_validate(tracking))
 
     def op_start(

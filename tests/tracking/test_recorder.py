@@ -74,6 +74,9 @@ def test_fast_path_records_everything_and_the_model_loads(store_uri: str, tmp_pa
     found = _only_run(store_uri)
     assert found.info.status == "FINISHED"
     _assert_complete(store_uri, found, epochs=3)
+    # MLflow's context tags name the trainer's program, not the helper's
+    assert found.data.tags["mlflow.source.name"].endswith("pipeline/__main__.py")
+    assert found.data.tags["mlflow.user"]
     metrics = found.data.metrics
     for phase in ("startup", "data", "build", "train", "evaluate", "logging"):
         assert metrics[f"seconds.{phase}"] >= 0, phase

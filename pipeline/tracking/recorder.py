@@ -141,7 +141,8 @@ class Recorder:
 
     def start(self, store: Store, *args: Any) -> int:
         """Start a run: its requests are those sent from now on."""
-        self.check()  # nothing of an earlier run carries over
+        while self.connection.poll():  # an earlier run's news: that run's end said it
+            self._receive()
         seq = self.send("start", store.experiment_id, *args)
         self.run_begins, self.failure = seq, None
         return seq
@@ -250,7 +251,8 @@ class RecordedRun:
         wait: bool = True,
     ) -> None:
         seq = self.recorder.send("end", status, message, trace, dict(tags or {}))
-        self.recorder.failure = None  # the end says it, for this run
+        # a failure of this run's requests is the end's to say: none is raised later
+        self.recorder.failure, self.recorder.run_begins = None, seq + 1
         if not wait:
             self.recorder.pending_ends.append(seq)
             return

@@ -119,12 +119,9 @@ def test_artifacts(finished) -> None:
 
 def test_logged_model_predicts_raw_pixels_with_the_reported_accuracy(finished) -> None:
     cfg, metrics, client, found = finished
-    mlflow.set_tracking_uri(client.tracking_uri)  # the run's store (the trainer never sets it)
-    [logged] = mlflow.search_logged_models(
-        experiment_ids=[found.info.experiment_id], output_format="list"
-    )
+    [logged] = client.search_logged_models(experiment_ids=[found.info.experiment_id])
     assert logged.source_run_id == found.info.run_id
-    model = mlflow.pyfunc.load_model(logged.model_uri)
+    model = mlflow.pyfunc.load_model(logged.artifact_location)  # (models:/ needs a global URI)
     test = load_data(cfg.data).test
     probabilities = np.asarray(model.predict(test.images))  # raw uint8, 0-255
     accuracy = float((probabilities.argmax(axis=1) == test.labels).mean())

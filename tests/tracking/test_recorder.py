@@ -85,8 +85,7 @@ def test_fast_path_records_everything_and_the_model_loads(store_uri: str, tmp_pa
     figures = {a.path for a in client.list_artifacts(found.info.run_id, "figures")}
     assert len(figures) == 3
     [output] = found.outputs.model_outputs
-    mlflow.set_tracking_uri(store_uri)  # where `models:/` looks (this process never set it)
-    model = mlflow.pyfunc.load_model(f"models:/{output.model_id}")
+    model = mlflow.pyfunc.load_model(client.get_logged_model(output.model_id).artifact_location)
     probabilities = model.predict(np.zeros((2, 28, 28), dtype=np.uint8))
     assert probabilities.shape == (2, 10)
     assert f"Model: models:/{output.model_id}" in result.stdout

@@ -202,9 +202,14 @@ def _mlflow_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
 
 
+_STORE_FIELDS = {"uri", "experiment", "artifact_location", "timeout_seconds", "retries"}
+
+
 def _key(tracking: TrackingConfig) -> str:
-    """A store opened for these settings serves again only with the same MLflow settings."""
-    return tracking.model_dump_json() + repr(sorted(_mlflow_env().items()))
+    """The settings that make a store (not the run's name, which a sweep's jobs vary): one
+    opened for them serves again while the MLflow settings are the same too."""
+    fields = tracking.model_dump(mode="json", include=_STORE_FIELDS)
+    return repr(sorted(fields.items())) + repr(sorted(_mlflow_env().items()))
 
 
 def _python_stderr() -> int | None:

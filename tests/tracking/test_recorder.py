@@ -112,7 +112,7 @@ def test_interrupted_right_after_training_loses_nothing_sent(tiny, store_uri: st
     assert found.data.tags["error"] == "interrupted (Ctrl-C or SIGTERM)"
     _assert_complete(store_uri, found, epochs=3)
     # the next run in this process starts clean
-    assert run(tiny("tracking.experiment=after"))["epochs_run"] == 3
+    assert run(tiny("tracking.experiment=after", "train.epochs=1"))["epochs_run"] == 1
 
 
 def test_a_failed_record_fails_the_run_in_one_line(tiny, tmp_path: Path) -> None:
@@ -149,9 +149,9 @@ def test_killed_trainer_leaves_no_run_running(store_uri: str, tmp_path: Path) ->
 
 def test_recorder_survives_its_helper_dying(tiny) -> None:
     """A helper that died (killed by hand, out of memory) is replaced for the next run."""
-    run(tiny("tracking.experiment=first"))
+    run(tiny("tracking.experiment=first", "train.epochs=1"))
     first = recorder.recorder()
     first.process.kill()
     first.process.wait()
-    assert run(tiny("tracking.experiment=second"))["epochs_run"] == 3
+    assert run(tiny("tracking.experiment=second", "train.epochs=1"))["epochs_run"] == 1
     assert recorder.recorder() is not first

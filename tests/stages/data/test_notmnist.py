@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tarfile
 from pathlib import Path
 
@@ -261,6 +262,6 @@ def test_cli_refuses_an_archive_bomb_in_one_line(tmp_path: Path) -> None:
         f"data error: {bomb}: member 'top/A/bomb.png' is 1,073,741,824 bytes, over the limit "
         "of 1,000,000 bytes (data.max_member_bytes)"
     )
-    client = MlflowClient()
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # this test's store, as the CLI's
     [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert run.info.status == "FAILED"

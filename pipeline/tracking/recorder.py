@@ -82,7 +82,7 @@ class Recorder:
     def send(self, op: str, *args: Any) -> int:
         seq = next(self.sequence)
         self.sent += 1
-        if op in _ANSWERED:
+        if op in ANSWERED:
             self.awaited.add(seq)
         try:
             self.connection.send((seq, op, args))
@@ -155,19 +155,17 @@ class Recorder:
         if error is not None:
             raise TrackingError(error)
 
-    def drain(self) -> list[dict[str, Any]]:
-        """Wait for every run ended without waiting (`wait=False`); how each ended."""
-        ended = []
+    def drain(self) -> None:
+        """Wait for every run ended without waiting (`wait=False`); say which failed."""
         for seq in list(self.pending_ends):
+            self.pending_ends.remove(seq)
             try:
-                ended.append(self.reply(seq))
+                outcome = self.reply(seq)
             except TrackingError as exc:
                 log.error("A run could not be ended: %s", exc)
-            self.pending_ends.remove(seq)
-        for outcome in ended:
+                continue
             if outcome["status"] == "FAILED" and outcome["error"]:
                 log.error("Run %s failed: %s", outcome["run_id"], outcome["error"])
-        return ended
 
     def close(self) -> None:
         """Drain, then let the helper go once it says every run is ended and written (it
@@ -185,7 +183,7 @@ class Recorder:
         self.connection.close()
 
 
-_ANSWERED = {"open", "start", "sync", "end", "close"}
+ANSWERED = {"open", "start", "sync", "end", "close"}  # the requests the helper answers
 
 
 def _resolved(tracking: TrackingConfig) -> TrackingConfig:
@@ -239,8 +237,7 @@ class RecordedRun:
 
     def log(self, op: str, *args: Any) -> None:
         """One request for this run (`config`, `dataset`, `training`, `model`, `evaluation`,
-        `metrics`, `tags`: see `writer.Writer`), carried out in order while this process
-        goes on."""
+        `metrics`: see `writer.Writer`), carried out in order while this process goes on."""
         self.recorder.send(op, *args)
 
     def log_epoch(self, step: int, values: Mapping[str, float]) -> None:
@@ -345,9 +342,9 @@ def _end_quietly(
     trace: str | None,
     tags: Mapping[str, str] | None,
 ) -> None:
-    """End a run that is ending on an exception: that exception is what the caller sees."""
+    """End a run that is ending on an exception: that exception, not a failure to record
+    its end, is what the caller sees (the failure is logged)."""
     try:
         run.end(status, message, trace, tags)
     except TrackingError as exc:
-        if status == "FINISHED" or "recorder process" in str(exc):
-            log.error("The run could not be ended: %s", exc)
+        log.error("The run could not be ended: %s", exc)

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from pipeline.tracking.recorder import ANSWERED
+
 log = logging.getLogger("pipeline.tracking.writer")
 
 
@@ -59,7 +61,7 @@ class Writer:
         """Requests whose reply the trainer waits for are answered (result or error); the
         others only report a failure, once, and the run's later requests are skipped."""
         method = getattr(self, f"op_{op}")
-        replied = op in {"open", "start", "end", "sync"}  # as recorder._ANSWERED
+        replied = op in ANSWERED
         if self.error is not None and not replied:
             return  # the run failed already: its end says so
         begin = time.perf_counter()
@@ -119,8 +121,9 @@ class Writer:
         self.run_id = active.info.run_id
         return self.run_id
 
-    def op_sync(self) -> tuple[str, str] | None:
-        return self.error
+    def op_sync(self) -> str | None:
+        """The current run's failure, in one line, if a request of it failed."""
+        return self.error[0] if self.error else None
 
     def op_config(self, config: dict[str, Any], overrides: list[str]) -> None:
         from pipeline.tracking.records import log_config
@@ -151,11 +154,6 @@ class Writer:
         import mlflow
 
         mlflow.log_metrics(metrics)
-
-    def op_tags(self, tags: dict[str, str]) -> None:
-        import mlflow
-
-        mlflow.set_tags(tags)
 
     def op_training(self, history: Any, best_epoch: int, stopped_early: bool) -> None:
         from pipeline.tracking.records import log_training

@@ -1,5 +1,5 @@
 """Figures of one run (learning curves, confusion matrix, misclassified images) and of a
-comparison of runs (heatmap, overlaid curves).
+comparison of runs (a grid's heatmap or a search's valid-against-test scatter, overlaid curves).
 
 Built on matplotlib's object API: no pyplot state, no display needed."""
 
@@ -114,10 +114,24 @@ def misclassified_figure(
     return fig
 
 
-def heatmap_figure(comparison: Comparison) -> Figure | None:
-    """Valid and test accuracy over the two most varied settings (one, if only one varies)."""
+# More distinct values than this on a heatmap axis: the runs are a search's cloud, not a grid,
+# and a heatmap of them is a diagonal of unreadable cells.
+GRID_MAX = 12
+# Curves drawn in colour, with a legend entry; the others are thin and grey.
+CURVES_NAMED = 8
+
+
+def is_grid(comparison: Comparison) -> bool:
+    """Whether the finished runs sit on a grid of their two most varied settings."""
     finished = comparison.table[comparison.table["status"] == "FINISHED"]
-    if finished.empty or not comparison.varied:
+    return all(finished[key].nunique() <= GRID_MAX for key in comparison.varied[:2])
+
+
+def heatmap_figure(comparison: Comparison) -> Figure | None:
+    """Valid and test accuracy over the two most varied settings (one, if only one varies);
+    None unless the runs form a grid (a sweep's, not a search's)."""
+    finished = comparison.table[comparison.table["status"] == "FINISHED"]
+    if finished.empty or not comparison.varied or not is_grid(comparison):
         return None
     rows = comparison.varied[0]
     cols = comparison.varied[1] if len(comparison.varied) > 1 else None
@@ -148,31 +162,80 @@ def heatmap_figure(comparison: Comparison) -> Figure | None:
     return fig
 
 
-def curves_figure(comparison: Comparison) -> Figure | None:
-    """Every run's loss and accuracy per epoch: valid solid, train dashed, one colour per run.
+def valid_test_figure(comparison: Comparison) -> Figure | None:
+    """A search's runs, one point each: test against valid accuracy at the kept epoch.
 
-    The loss is the penalty-free `data_loss` where every run has it (Keras' `loss` includes
-    the L2 penalty, which would set L2 runs apart for no reason of fit)."""
+    What a grid's heatmap shows cannot be drawn for runs that share no values; what matters
+    in a search is whether the runs that look best on the valid set (the one they were chosen
+    on) are also best on the test set. None for a grid (the heatmap shows it there)."""
+    finished = comparison.table[comparison.table["status"] == "FINISHED"]
+    if len(finished) < 2 or is_grid(comparison):
+        return None
+    valid = finished[Metric.BEST_VAL_ACCURACY].to_numpy(dtype=float)
+    test = finished[Metric.TEST_ACCURACY].to_numpy(dtype=float)
+    fig = Figure(figsize=(6, 5), layout="constrained")
+    ax = fig.subplots()
+    ax.scatter(valid, test, s=24, color="tab:blue", alpha=0.7, label="finished runs")
+    ax.scatter(valid[:1], test[:1], s=90, facecolors="none", edgecolors="tab:red", linewidths=2)
+    ax.annotate(
+        f"best: {finished['run_name'].iloc[0]}",
+        (valid[0], test[0]),
+        textcoords="offset points",
+        xytext=(-8, 8),
+        ha="right",
+        color="tab:red",
+    )
+    low = float(np.nanmin([valid.min(), test.min()]))
+    high = float(np.nanmax([valid.max(), test.max()]))
+    ax.plot([low, high], [low, high], color="grey", linestyle=":", label="test = valid")
+    ax.set_xlabel("valid accuracy (kept epoch)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{len(finished)} finished runs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def curves_figure(comparison: Comparison) -> Figure | None:
+    """Every run's loss and accuracy per epoch: valid solid, train dashed.
+
+    Up to `CURVES_NAMED` runs, the best first, get a colour and a legend entry (their varied
+    settings, or their run name where those would not fit); any others are thin grey lines,
+    so that a search of many runs stays readable. The loss is the penalty-free `data_loss`
+    where every run has it (Keras' `loss` includes the L2 penalty, which would set L2 runs
+    apart for no reason of fit)."""
     if not comparison.curves:
         return None
     penalty_free = all(h[Metric.DATA_LOSS].notna().any() for h in comparison.curves.values())
     metrics = (Metric.DATA_LOSS if penalty_free else Metric.LOSS, Metric.ACCURACY)
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     axes = fig.subplots(1, 2)
-    colours = iter(_colours(len(comparison.curves)))
     by_id = comparison.table.set_index("run_id")
-    for run_id, history in comparison.curves.items():
-        colour = next(colours)
-        label = comparison.label(by_id.loc[run_id])
+    ranked = [r for r in comparison.table["run_id"] if r in comparison.curves]
+    named = ranked[:CURVES_NAMED]
+    colours = dict(zip(named, _colours(len(named)), strict=True))
+    for run_id in reversed(ranked):  # the best drawn last, on top
+        history = comparison.curves[run_id]
+        colour, label, width = colours.get(run_id, "lightgrey"), None, 0.8
+        if run_id in colours:
+            label, width = _short_label(comparison, by_id.loc[run_id]), 1.5
         for ax, metric in zip(axes, metrics, strict=True):
-            ax.plot(history.index, history[f"val_{metric}"], color=colour, label=label)
-            ax.plot(history.index, history[metric], color=colour, linestyle="--", alpha=0.5)
+            ax.plot(history.index, history[f"val_{metric}"], color=colour, lw=width, label=label)
+            ax.plot(history.index, history[metric], color=colour, lw=width, ls="--", alpha=0.5)
     for ax, metric in zip(axes, metrics, strict=True):
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{metric} (valid solid, train dashed)")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="lower right")
+    handles, labels = axes[1].get_legend_handles_labels()
+    axes[1].legend(handles[::-1], labels[::-1], fontsize=7, loc="lower right")  # best first
+    if len(ranked) > len(named):
+        fig.suptitle(f"the best {len(named)} of {len(ranked)} runs in colour", fontsize=9)
     return fig
+
+
+def _short_label(comparison: Comparison, row: pd.Series) -> str:
+    label = comparison.label(row)
+    return label if len(label) <= 60 else str(row["run_name"])
 
 
 def _colours(n: int) -> list[tuple[float, ...]]:
@@ -185,5 +248,9 @@ def _colours(n: int) -> list[tuple[float, ...]]:
 
 def comparison_figures(comparison: Comparison) -> dict[str, Figure]:
     """The figures of a comparison that has something to show, by name."""
-    made = {"heatmap": heatmap_figure(comparison), "learning_curves": curves_figure(comparison)}
+    made = {
+        "heatmap": heatmap_figure(comparison),
+        "valid_vs_test": valid_test_figure(comparison),
+        "learning_curves": curves_figure(comparison),
+    }
     return {name: fig for name, fig in made.items() if fig is not None}

@@ -6,7 +6,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline.reporting.comparison import compare
-from pipeline.reporting.figures import curves_figure, heatmap_figure
+from pipeline.reporting.figures import (
+    CURVES_NAMED,
+    curves_figure,
+    heatmap_figure,
+    valid_test_figure,
+)
 from pipeline.reporting.render import markdown
 
 
@@ -81,3 +86,50 @@ def test_heatmap_over_two_settings_and_markdown() -> None:
     assert "4 runs, 3 finished, 1 failed" in text
     assert "![heatmap](heatmap.png)" in text
     assert curves_figure(comparison) is None  # no histories without a client
+
+
+def _search_runs(n: int = 20) -> pd.DataFrame:
+    """A search's runs: every setting drawn afresh, so no two runs share a value."""
+    rng = np.random.default_rng(0)
+    valid = rng.uniform(0.85, 0.93, n)
+    return pd.DataFrame(
+        {
+            "run_id": [f"r{i}" for i in range(n)],
+            "status": ["FINISHED"] * n,
+            "tags.mlflow.runName": [f"trial {i}" for i in range(n)],
+            "params.model.l2_beta": [str(v) for v in rng.uniform(1e-6, 1e-3, n)],
+            "params.model.dropout_rate": [str(v) for v in rng.uniform(0.2, 0.6, n)],
+            "params.train.learning_rate": [str(v) for v in rng.uniform(1e-4, 1e-2, n)],
+            "metrics.best_val_data_loss": rng.uniform(0.2, 0.4, n),
+            "metrics.best_val_accuracy": valid,
+            "metrics.test_accuracy": valid - rng.uniform(0.0, 0.03, n),
+        }
+    )
+
+
+def test_a_search_gets_a_valid_against_test_scatter_not_a_heatmap_and_readable_curves() -> None:
+    """A heatmap of 20 runs that share no values is a diagonal of unreadable cells, and a
+    legend of every run's settings covers the curves (as a real 50-trial study showed)."""
+    comparison = compare(_search_runs())
+    assert heatmap_figure(comparison) is None
+    scatter = valid_test_figure(comparison)
+    assert scatter is not None
+    assert scatter.axes[0].get_xlabel() == "valid accuracy (kept epoch)"
+    assert len(scatter.axes[0].collections[0].get_offsets()) == 20
+    best = comparison.best
+    assert f"best: {best['run_name']}" in [t.get_text() for t in scatter.axes[0].texts]
+
+    epochs = pd.RangeIndex(1, 4, name="epoch")
+    history = pd.DataFrame(
+        {m: [0.5, 0.6, 0.7] for m in ("accuracy", "val_accuracy", "data_loss", "val_data_loss")},
+        index=epochs,
+    )
+    comparison.curves = dict.fromkeys(comparison.table["run_id"], history)
+    curves = curves_figure(comparison)
+    labels = curves.axes[1].get_legend().get_texts()
+    assert [t.get_text() for t in labels] == list(comparison.table["run_name"][:CURVES_NAMED])
+    assert len(curves.axes[1].lines) == 2 * 20
+
+
+def test_a_grid_gets_a_heatmap_and_no_scatter() -> None:
+    assert valid_test_figure(compare(_runs())) is None

@@ -22,8 +22,9 @@ import pytest
 from conftest import CONF_DIR, ENDLESS, PROJECT_ROOT, TINY, cli, wait_for_epoch
 from mlflow.tracking import MlflowClient
 
-from pipeline.jobs.search import check_storage, journal_path
+from pipeline.jobs.search import _best_trial, check_storage, journal_path
 from pipeline.names import Tag
+from pipeline.reporting.comparison import compare
 
 pytestmark = pytest.mark.slow
 
@@ -87,6 +88,16 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         exported.unlink(missing_ok=True)
 
 
+def _best_number(tiny_study: dict[str, Any]) -> int:
+    """The best trial as sweeps rank runs: the highest valid accuracy, ties (common on tiny
+    valid sets) by the lower penalty-free valid loss."""
+    finished = tiny_study["runs"][tiny_study["runs"]["status"] == "FINISHED"]
+    ranked = finished.sort_values(
+        ["metrics.best_val_accuracy", "metrics.best_val_data_loss"], ascending=[False, True]
+    )
+    return int(ranked.iloc[0][f"tags.{Tag.SEARCH_TRIAL}"])
+
+
 def test_study_is_one_parent_with_a_child_run_per_trial(tiny_study: dict[str, Any]) -> None:
     parent, children = _parent_and_children(tiny_study["runs"])
     study = tiny_study["study"]
@@ -123,8 +134,7 @@ def test_report_on_the_parent(tiny_study: dict[str, Any]) -> None:
     assert {"search/trials.csv", "search/best_experiment.yaml"} <= search
     comparison = {a.path for a in client.list_artifacts(parent["run_id"], "comparison")}
     assert {"comparison/comparison.csv", "comparison/report.md"} <= comparison
-    best = tiny_study["study"].best_trial
-    assert parent[f"tags.{Tag.SEARCH}.best_trial"] == str(best.number)
+    assert parent[f"tags.{Tag.SEARCH}.best_trial"] == str(_best_number(tiny_study))
     logged = client.download_artifacts(parent["run_id"], "search/best_experiment.yaml")
     assert Path(logged).read_text() == tiny_study["exported"]
 
@@ -132,8 +142,7 @@ def test_report_on_the_parent(tiny_study: dict[str, Any]) -> None:
 def test_exported_experiment_reproduces_the_best_trial(tiny_study: dict[str, Any]) -> None:
     """`experiment=<exported>` with only the data overrides: the same metrics to the digit."""
     runs = tiny_study["runs"]
-    best = tiny_study["study"].best_trial
-    trial_run = runs[runs[f"tags.{Tag.SEARCH_TRIAL}"] == str(best.number)].iloc[0]
+    trial_run = runs[runs[f"tags.{Tag.SEARCH_TRIAL}"] == str(_best_number(tiny_study))].iloc[0]
     data = [o for o in TINY if o.startswith("data.")]
     result = cli(
         f"experiment={tiny_study['export']}",
@@ -234,3 +243,25 @@ def test_killed_worker_trial_is_retried(store_uri: str, tmp_path: Path) -> None:
     assert by_trial.loc["0", "status"] == "FAILED"
     assert "worker died" in by_trial.loc["0", f"tags.{Tag.ERROR}"]
     assert by_trial.loc["1", "status"] == "FINISHED"
+
+
+def test_a_tie_in_valid_accuracy_goes_to_the_run_the_comparison_ranks_first() -> None:
+    """Optuna's `best_trial` breaks ties by trial number; the exported config must be the
+    report's best run (ties broken by the lower penalty-free valid loss), as in a real study
+    where trials 13, 30 and 46 all reached 0.9301."""
+    study = optuna.create_study(direction="maximize")
+    for value in (0.93, 0.93, 0.91):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    runs = pd.DataFrame(
+        {
+            "run_id": ["r0", "r1", "r2"],
+            "status": ["FINISHED"] * 3,
+            f"tags.{Tag.SEARCH_TRIAL}": ["0", "1", "2"],
+            "metrics.best_val_accuracy": [0.93, 0.93, 0.91],
+            "metrics.best_val_data_loss": [0.32, 0.30, 0.25],
+            "metrics.test_accuracy": [0.90, 0.91, 0.89],
+        }
+    )
+    assert study.best_trial.number == 0
+    assert _best_trial(study, runs, compare(runs).best).number == 1
+    assert _best_trial(study, runs, None).number == 0  # no runs to rank: Optuna's

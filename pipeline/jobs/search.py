@@ -578,19 +578,27 @@ def optuna_figures(study: optuna.Study) -> dict[str, Any]:
         "slice": plots.plot_slice,
     }
     figures = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", "This figure includes Axes", UserWarning)
-        for name, plot in draw.items():
-            try:
-                axes = plot(study)
-            except (ValueError, RuntimeError, ZeroDivisionError) as exc:
-                log.info("No %s figure: %s", name, exc)
-                continue
-            fig = np.asarray(axes).flat[0].figure
-            fig.set_size_inches(max(fig.get_size_inches()[0], 8), 5)
-            fig.tight_layout()
-            figures[name] = fig
+    # the slice plot's categorical axes (layer lists, batch sizes) make matplotlib log a line
+    # per axis saying that their labels look like numbers: they are meant as categories
+    category_log = logging.getLogger("matplotlib.category")
+    level = category_log.level
+    category_log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            warnings.filterwarnings("ignore", "This figure includes Axes", UserWarning)
+            for name, plot in draw.items():
+                try:
+                    axes = plot(study)
+                except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+                    log.info("No %s figure: %s", name, exc)
+                    continue
+                fig = np.asarray(axes).flat[0].figure
+                fig.set_size_inches(max(fig.get_size_inches()[0], 8), 5)
+                fig.tight_layout()
+                figures[name] = fig
+    finally:
+        category_log.setLevel(level)
     return figures
 
 

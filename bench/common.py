@@ -69,20 +69,24 @@ def report(title: str, rows: list[Measurement], reference: str, path: str) -> No
     for row in rows:
         rate = f"{row.rate:,.0f} {row.unit}/s"
         print(f"{row.name:42s} {row.median:9.3f} {rate:>14s} {row.rate / base:6.2f}x")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / path
-    out.write_text(
-        json.dumps(
-            {
-                "title": title,
-                "machine": machine(),
-                "reference": reference,
-                "rows": [
-                    {**asdict(r), "median": r.median, "rate": r.rate, "ratio": r.rate / base}
-                    for r in rows
-                ],
-            },
-            indent=2,
-        )
+    write_results(
+        path,
+        {
+            "title": title,
+            "reference": reference,
+            "rows": [
+                {**asdict(r), "median": r.median, "rate": r.rate, "ratio": r.rate / base}
+                for r in rows
+            ],
+        },
     )
+
+
+def write_results(name: str, results: dict[str, Any]) -> Path:
+    """Write a benchmark's figures, with the machine they were measured on, to
+    `bench/results/<name>` and say where."""
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / name
+    out.write_text(json.dumps({"machine": machine(), **results}, indent=2))
     print(f"(written to {out})")
+    return out

@@ -12,7 +12,6 @@ time, and MLflow's share of training time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -21,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, machine
+from common import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("startup", "data", "build", "train", "evaluate", "logging", "logging_per_epoch")
@@ -82,21 +81,15 @@ def main() -> None:
     everything = 100 * (median["logging"] + median["logging_per_epoch"]) / median["train"]
     print(f"MLflow per-epoch metric logging: {per_epoch:.1f}% of training time")
     print(f"all MLflow logging (params, data card, figures, model...): {everything:.1f}% of train")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "overhead.json"
-    out.write_text(
-        json.dumps(
-            {
-                "machine": machine(),
-                "overrides": args.overrides,
-                "first_run": {"wall": first_wall, **first},
-                "cached_runs": [{"wall": w, **r} for w, r in cached],
-                "median": {"wall": wall, **median},
-            },
-            indent=2,
-        )
+    write_results(
+        "overhead.json",
+        {
+            "overrides": args.overrides,
+            "first_run": {"wall": first_wall, **first},
+            "cached_runs": [{"wall": w, **r} for w, r in cached],
+            "median": {"wall": wall, **median},
+        },
     )
-    print(f"(written to {out})")
 
 
 if __name__ == "__main__":

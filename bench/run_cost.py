@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import itertools
-import json
 import os
 import re
 import statistics
@@ -41,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, machine
+from common import write_results
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -350,29 +349,23 @@ def main() -> None:
     if swept is not None:
         swept["summary"] = print_sweep(swept)
     print(f"\nload average (1, 5, 15 min): before {load_before}, after {load_after}")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "run_cost.json"
-    out.write_text(
-        json.dumps(
-            {
-                "machine": machine(),
-                "load_average": {"before": load_before, "after": load_after},
-                "data": str(archive),
-                "settings": {
-                    "pairs": args.pairs,
-                    "epochs": EPOCHS,
-                    "batch_size": BATCH,
-                    "sweep_jobs": args.sweep_jobs,
-                    "sweep_epochs": SWEEP_EPOCHS,
-                },
-                "runs": runs,
-                "summary": summary,
-                "sweep": swept,
+    write_results(
+        "run_cost.json",
+        {
+            "load_average": {"before": load_before, "after": load_after},
+            "data": str(archive),
+            "settings": {
+                "pairs": args.pairs,
+                "epochs": EPOCHS,
+                "batch_size": BATCH,
+                "sweep_jobs": args.sweep_jobs,
+                "sweep_epochs": SWEEP_EPOCHS,
             },
-            indent=2,
-        )
+            "runs": runs,
+            "summary": summary,
+            "sweep": swept,
+        },
     )
-    print(f"(written to {out})")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ counted apart, as the command's wall time minus its trials.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -30,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, machine
+from common import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = Path(__file__).resolve().parent / "conf"
@@ -147,12 +146,7 @@ def main() -> None:
         print(f"  {r['name']:12s} " + ", ".join(f"{p} {v:.2f}" for p, v in r["phases"].items()))
     one, two = rows[0], rows[-1]
     print(f"two workers / one worker, wall time: {two['wall'] / one['wall']:.2f}")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "search.json"
-    out.write_text(
-        json.dumps({"machine": machine(), "trials": args.trials, "rows": rows}, indent=2)
-    )
-    print(f"(written to {out})")
+    write_results("search.json", {"trials": args.trials, "rows": rows})
 
 
 if __name__ == "__main__":

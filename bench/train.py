@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from common import RESULTS, Measurement, machine  # noqa: E402
+from common import RESULTS, Measurement, write_results  # noqa: E402
 
 from pipeline.stages.data import Split  # noqa: E402
 from pipeline.stages.model import build_model, dense_weights  # noqa: E402
@@ -274,14 +274,7 @@ def summarise(rows: list[Measurement], peak: float, peaks: dict[str, float]) -> 
                 "seconds": r.seconds,
             }
         )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "train.json"
-    out.write_text(
-        json.dumps(
-            {"machine": machine(), "peak_gflops": peak, "peaks": peaks, "rows": table}, indent=2
-        )
-    )
-    print(f"(written to {out})")
+    write_results("train.json", {"peak_gflops": peak, "peaks": peaks, "rows": table})
 
 
 if __name__ == "__main__":

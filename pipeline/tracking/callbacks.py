@@ -4,35 +4,24 @@ trainer's epochs go to the run recorder, `pipeline.tracking.recorder`.)"""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 
 from pipeline.names import Metric as Name
 from pipeline.tracking.lifecycle import raise_if_stop_requested
 
-if TYPE_CHECKING:
-    from mlflow.tracking import MlflowClient
-
 EpochSink = Callable[[int, Mapping[str, float]], None]  # (step, metrics): one epoch's values
 
 
-def to_client(run_id: str, client: MlflowClient | None = None) -> EpochSink:
+def to_client(run_id: str) -> EpochSink:
     """An `EpochSink` that logs straight to a run with MLflow's client, in this process."""
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
+    from pipeline.tracking.records import log_epoch
 
-    client = client or MlflowClient()
-
-    def log_batch(step: int, values: Mapping[str, float]) -> None:
-        now = int(time.time() * 1000)
-        client.log_batch(
-            run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()], synchronous=True
-        )
-
-    return log_batch
+    return functools.partial(log_epoch, run_id)
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):

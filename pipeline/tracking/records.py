@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,20 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def log_epoch(
+    run_id: str, step: int, values: Mapping[str, float], timestamp_ms: int | None = None
+) -> None:
+    """One epoch's metrics, in one batched call (never one per metric or per step); the time
+    is when the epoch ended, where that was measured in another process."""
+    from mlflow.entities import Metric as Value
+    from mlflow.tracking import MlflowClient
+
+    now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    MlflowClient().log_batch(
+        run_id, metrics=[Value(k, v, now, step) for k, v in values.items()], synchronous=True
+    )
 
 
 def log_config(config: Mapping[str, Any], overrides: Sequence[str] = ()) -> None:

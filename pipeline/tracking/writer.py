@@ -140,15 +140,10 @@ class Writer:
             log_dataset(dataset)
 
     def op_epoch(self, step: int, values: dict[str, float], timestamp_ms: int) -> None:
-        from mlflow.entities import Metric
-        from mlflow.tracking import MlflowClient
+        from pipeline.tracking.records import log_epoch
 
         assert self.run_id is not None
-        MlflowClient().log_batch(
-            self.run_id,
-            metrics=[Metric(k, v, timestamp_ms, step) for k, v in values.items()],
-            synchronous=True,
-        )
+        log_epoch(self.run_id, step, values, timestamp_ms)
 
     def op_metrics(self, metrics: dict[str, float]) -> None:
         import mlflow

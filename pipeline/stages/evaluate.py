@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 import pandas as pd
+from sklearn.metrics import classification_report, confusion_matrix
 
 from pipeline.names import Metric
 from pipeline.stages.data import Split
@@ -51,8 +52,18 @@ def evaluate(
     )
     probabilities = model.predict(split.images, batch_size=batch_size, verbose=0)
     predictions = probabilities.argmax(axis=1)
-    confusion = confusion_counts(split.labels, predictions, len(classes))
-    per_class = per_class_report(confusion, classes)
+    labels = list(range(len(classes)))
+    report = classification_report(
+        split.labels,
+        predictions,
+        labels=labels,
+        target_names=list(classes),
+        output_dict=True,
+        zero_division=0,
+    )
+    per_class = pd.DataFrame(report).T.loc[list(classes)]
+    per_class.index.name = "class"
+    per_class["support"] = per_class["support"].astype(int)
     return Evaluation(
         loss=float(scores["loss"]),
         accuracy=float(scores["accuracy"]),
@@ -60,33 +71,7 @@ def evaluate(
         probabilities=probabilities,
         predictions=predictions,
         per_class=per_class,
-        confusion=confusion,
-    )
-
-
-def confusion_counts(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
-    """Counts of (true, predicted) pairs: true letter by row, predicted by column."""
-    pairs = np.asarray(labels, dtype=np.int64) * classes + np.asarray(predictions, dtype=np.int64)
-    return np.bincount(pairs, minlength=classes * classes).reshape(classes, classes)
-
-
-def per_class_report(confusion: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
-    """Precision, recall, F1 and support per letter (0 where undefined: a letter never
-    predicted or never present), as scikit-learn's classification report gives them."""
-    hits = np.diag(confusion).astype(np.float64)
-    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
-
-    def ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
-        return np.asarray(np.divide(top, bottom, out=np.zeros_like(top), where=bottom > 0))
-
-    return pd.DataFrame(
-        {
-            "precision": ratio(hits, predicted),
-            "recall": ratio(hits, actual),
-            "f1-score": ratio(2 * hits, predicted + actual),
-            "support": actual.astype(int),
-        },
-        index=pd.Index(list(classes), name="class"),
+        confusion=confusion_matrix(split.labels, predictions, labels=labels),
     )
 
 

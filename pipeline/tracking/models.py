@@ -28,7 +28,6 @@ from pipeline.tracking.model_files import (
     save_model_files,
 )
 
-_KERAS_FILE = KERAS_FILE_KEY
 _BATCH = 8192  # images per Keras predict step: large batches, few Python round trips
 _EXPECTED = "expected images of shape (n, 28, 28) (or one (28, 28) image) of pixel values 0-255"
 
@@ -116,7 +115,7 @@ class LetterClassifier(PythonModel):
     def load_context(self, context: PythonModelContext) -> None:
         import keras
 
-        self.keras_model = keras.saving.load_model(context.artifacts[_KERAS_FILE], compile=False)
+        self.keras_model = keras.saving.load_model(context.artifacts[KERAS_FILE_KEY], compile=False)
 
     # `np.ndarray`, a hint MLflow infers nothing from, leaves the input (an array or nested
     # lists, as `check_images` takes) to this method's checks. No progress bar per call.
@@ -188,7 +187,7 @@ def log_model_files(files: ModelFiles, name: str = Artifact.MODEL_NAME) -> str:
             flavor_name="python_function",
             validate_serving_input=False,
             python_model=str(Path(__file__).with_name("letter_model.py")),
-            artifacts={_KERAS_FILE: files.keras_file},
+            artifacts={KERAS_FILE_KEY: files.keras_file},
             code_paths=[str(code)],
             signature=_signature(files),
             input_example=np.asarray(files.example, dtype=np.float64),

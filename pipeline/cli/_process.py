@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -41,6 +42,37 @@ def job_started() -> float:
     global _jobs_begun
     _jobs_begun += 1
     return STARTED if _jobs_begun == 1 else time.perf_counter()
+
+
+_watching: list[int] = []  # the parent pid being watched, once a watch has started
+ORPHAN_GRACE_SECONDS = 60.0
+
+
+def die_with_parent(poll_seconds: float = 0.5) -> None:
+    """For a launcher's worker process (a parallel sweep's job): when the process that started
+    it dies without a word (SIGKILL, the OOM killer, a closed session), stop as SIGTERM would
+    stop it, so that its run ends KILLED and its memory goes back, instead of training on for
+    a sweep that no longer exists. (Linux's PR_SET_PDEATHSIG fires when the parent's *thread*
+    ends, and joblib's workers are started by a thread: the parent's pid is watched instead.)
+    If the job has not ended `ORPHAN_GRACE_SECONDS` later, the process exits regardless."""
+    if _watching:
+        return
+    parent = os.getppid()
+    _watching.append(parent)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_GRACE_SECONDS)
+        os._exit(143)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def orphaned() -> bool:
+    """Whether this process watches its parent and the parent is gone."""
+    return bool(_watching) and os.getppid() != _watching[0]
 
 
 class _NoRetracingNotes(logging.Filter):

@@ -41,6 +41,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     from mlflow.exceptions import MlflowException
 
     from pipeline.jobs.prediction import input_format, load_model, predict_files
+    from pipeline.tracking.model_files import ModelFileError
     from pipeline.tracking.store import resolve_tracking_uri
 
     try:
@@ -50,7 +51,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     mlflow.set_tracking_uri(resolve_tracking_uri(settings.tracking_uri))
     try:
         model = load_model(settings.model)
-    except (MlflowException, OSError) as exc:
+    except (MlflowException, OSError, ModelFileError) as exc:
         _fail(f"model error: model={settings.model}: {_first_line(exc)}", 1)
     started = time.perf_counter()
     try:

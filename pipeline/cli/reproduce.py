@@ -8,9 +8,11 @@ data changed (one line: `data error:` / `run error:`), 2 the logged config no lo
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pipeline.cli import _process
 
@@ -18,7 +20,8 @@ _process.configure()
 
 from mlflow.exceptions import MlflowException  # noqa: E402 - after the process settings
 
-from pipeline.config import ConfigError  # noqa: E402
+from pipeline.config import ConfigError, TrackingConfig  # noqa: E402
+from pipeline.config.logged import LOCATION, check_given  # noqa: E402
 from pipeline.stages.data.dataset import DataError  # noqa: E402
 from pipeline.tracking.store import resolve_tracking_uri  # noqa: E402
 
@@ -31,17 +34,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("run_id", help="the MLflow run to reproduce")
     parser.add_argument(
+        "given",
+        nargs="*",
+        metavar="data.KEY=VALUE",
+        help="where the data is now, or an opt-in the run's config asks for: "
+        + ", ".join(sorted(LOCATION)),
+    )
+    parser.add_argument(
         "--tracking-uri", help="default: $MLFLOW_TRACKING_URI or the project's mlruns/"
     )
     args = parser.parse_args(argv)
     uri = resolve_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+    try:
+        given = _given(args.given)
+        check_given(given, "reproduce")
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
     _process.import_tensorflow_without_jax()
     from pipeline.jobs.reproduction import reproduce
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    tracking = TrackingConfig(
+        uri=uri, experiment="notmnist", run_name=None, artifact_location=None, log_model=True
+    )
     try:
-        result = reproduce(args.run_id, uri, started=_process.STARTED)
+        result = reproduce(args.run_id, tracking, given, started=_process.STARTED)
     except ConfigError as exc:
-        print(f"config error: run {args.run_id}'s logged config: {exc}", file=sys.stderr)
+        print(f"config error: {exc}", file=sys.stderr)
         return 2
     except DataError as exc:
         print(f"data error: {exc}", file=sys.stderr)
@@ -57,3 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     differ = sum(not row.identical for row in result.rows)
     print(f"Not identical: {differ} of {len(result.rows)} metrics differ (run {result.run_id}).")
     return DIFFERS
+
+
+def _given(args: Sequence[str]) -> dict[str, Any]:
+    """`key=value` arguments, values read as YAML scalars (true, null, numbers), as Hydra's."""
+    import yaml
+
+    given: dict[str, Any] = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise ConfigError(f"{arg!r} is not key=value")
+        given[key] = yaml.safe_load(value) if value else None
+    return given

@@ -32,6 +32,8 @@ log = logging.getLogger("pipeline")
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _hydra_main(cfg: DictConfig) -> dict[str, float] | None:
     started = _process.job_started()
+    if _jobs_in_workers():  # a parallel sweep's worker: it must not outlive the sweep
+        _process.die_with_parent()
     overrides = list(HydraConfig.get().overrides.task)
     parent, run_name = sweep.job_context(overrides)
     try:
@@ -84,6 +86,10 @@ def _hydra_main(cfg: DictConfig) -> dict[str, float] | None:
             raise
         log.exception("This run failed (marked FAILED in MLflow); the sweep goes on")
         return None
+    finally:
+        if _process.orphaned():  # its sweep died: the run is ended KILLED, and so is this
+            recorder.close()
+            _process.exit_now(143)
 
 
 def _failed(

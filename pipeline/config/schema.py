@@ -13,16 +13,37 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from pipeline.config.paths import config_dir
 
-Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
-NonNegative = Annotated[float, Field(ge=0.0)]
-Positive = Annotated[float, Field(gt=0.0)]
-PositiveInt = Annotated[int, Field(ge=1)]
+# Strict types: `train.seed=true` is not the seed 1, `data.cache=1` is not true, and a quoted
+# `'3'` is not a number (an int is still a float: `learning_rate=1` is 1.0).
+Int = Annotated[int, Field(strict=True)]
+Float = Annotated[float, Field(strict=True)]
+Bool = Annotated[bool, Field(strict=True)]
+Fraction = Annotated[float, Field(strict=True, ge=0.0, lt=1.0)]
+NonNegative = Annotated[float, Field(strict=True, ge=0.0)]
+Positive = Annotated[float, Field(strict=True, gt=0.0)]
+PositiveInt = Annotated[int, Field(strict=True, ge=1)]
+NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
 # NumPy, scikit-learn and Keras take seeds in [0, 2**32): outside it they fail mid-run.
-Seed = Annotated[int, Field(ge=0, lt=2**32)]
+Seed = Annotated[int, Field(strict=True, ge=0, lt=2**32)]
+
+
+def _not_bool(value: Any) -> Any:
+    """`Literal[0, 1]` takes True as 1 (True == 1 in Python): refused like any other bool."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number or a word, not true/false")
+    return value
 
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -46,12 +67,12 @@ class SyntheticDataConfig(_Section):
     test_size: PositiveInt
     seed: Seed
     fonts: Annotated[tuple[str, ...], Field(min_length=1)]
-    max_rotation_deg: Annotated[float, Field(ge=0.0, le=45.0)]
-    max_shear: Annotated[float, Field(ge=0.0, le=1.0)]
-    min_scale: Annotated[float, Field(gt=0.0, le=1.0)]
+    max_rotation_deg: Annotated[float, Field(strict=True, ge=0.0, le=45.0)]
+    max_shear: Annotated[float, Field(strict=True, ge=0.0, le=1.0)]
+    min_scale: Annotated[float, Field(strict=True, gt=0.0, le=1.0)]
     max_shift: NonNegative
     noise_std: NonNegative
-    cache: bool
+    cache: Bool
     cache_dir: str | None
 
 
@@ -61,7 +82,7 @@ def _count_or_fraction(value: int | float) -> int | float:
     return int(value) if value >= 1 else value
 
 
-SplitSize = Annotated[int | float, AfterValidator(_count_or_fraction)]
+SplitSize = Annotated[Int | Float, AfterValidator(_count_or_fraction)]
 
 
 class NotMnistDataConfig(_Section):
@@ -73,14 +94,14 @@ class NotMnistDataConfig(_Section):
     url: str | None
     expected_size: PositiveInt | None
     sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None
-    allow_pickle: bool
-    convert: bool
+    allow_pickle: Bool
+    convert: Bool
     train_size: SplitSize
     valid_size: SplitSize
     test_size: SplitSize
     seed: Seed
     near_duplicate_rmsd: NonNegative | None
-    cache: bool
+    cache: Bool
     cache_dir: str | None
     max_member_bytes: PositiveInt
     max_total_bytes: PositiveInt
@@ -109,9 +130,9 @@ class AugmentConfig(_Section):
     """Random training-time distortions (Keras preprocessing layers, inert at inference); all
     0 (the default) adds no layer, so the model is exactly the one without augmentation."""
 
-    shift: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0  # fraction of the image size
-    rotation_deg: Annotated[float, Field(ge=0.0, le=180.0)] = 0.0
-    zoom: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # +- fraction
+    shift: Annotated[float, Field(strict=True, ge=0.0, le=0.5)] = 0.0  # fraction of the image size
+    rotation_deg: Annotated[float, Field(strict=True, ge=0.0, le=180.0)] = 0.0
+    zoom: Annotated[float, Field(strict=True, ge=0.0, lt=1.0)] = 0.0  # +- fraction
 
 
 class ModelConfig(_Section):
@@ -120,22 +141,24 @@ class ModelConfig(_Section):
     name: str
     hidden_units: tuple[PositiveInt, ...]
     dropout_rate: Fraction
-    l2_beta: NonNegative
+    # Keras computes the penalty in float32: a beta past its range (1e300) cannot even be
+    # built, and far below that every weight is pushed to 0 at once; 100 is past any use.
+    l2_beta: Annotated[float, Field(strict=True, ge=0.0, le=100.0)]
     augment: AugmentConfig = AugmentConfig()
 
 
 class LearningRateDecay(_Section):
     """Exponential decay `lr * rate ** (step / steps)`; rate 1.0 keeps the rate constant."""
 
-    rate: Annotated[float, Field(gt=0.0, le=1.0)]
+    rate: Annotated[float, Field(strict=True, gt=0.0, le=1.0)]
     steps: PositiveInt
-    staircase: bool
+    staircase: Bool
 
 
 class EarlyStoppingConfig(_Section):
-    enabled: bool
+    enabled: Bool
     monitor: Literal["val_loss", "val_accuracy", "loss", "accuracy"]
-    patience: Annotated[int, Field(ge=0)]
+    patience: NonNegativeInt
     min_delta: NonNegative
 
 
@@ -144,12 +167,13 @@ class TrainConfig(_Section):
     batch_size: PositiveInt
     seed: Seed
     optimizer: Literal["sgd", "momentum", "adam"]
-    learning_rate: Positive
+    # float32 too; plain SGD diverges above about 10 here (conf/search/pruning.yaml goes to 100)
+    learning_rate: Annotated[float, Field(strict=True, gt=0.0, le=10_000.0)]
     momentum: Fraction
     lr_decay: LearningRateDecay
     early_stopping: EarlyStoppingConfig
     steps_per_execution: PositiveInt
-    verbose: Literal["auto", 0, 1, 2]
+    verbose: Annotated[Literal["auto", 0, 1, 2], BeforeValidator(_not_bool)]
     # the id of a run to continue from its last checkpointed epoch, with its own config
     resume: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] | None = None
 
@@ -159,11 +183,11 @@ class TrackingConfig(_Section):
     experiment: Annotated[str, Field(min_length=1)]
     run_name: str | None
     artifact_location: str | None
-    log_model: bool
+    log_model: Bool
     # the budget for reaching the store: a server that does not answer fails in one line
     # within `timeout_seconds` (in total), after at most `retries` retried requests
     timeout_seconds: Positive = 15.0
-    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    retries: Annotated[int, Field(strict=True, ge=0, le=10)] = 2
 
 
 class AppConfig(_Section):
@@ -178,16 +202,17 @@ class HoldoutConfig(_Section):
 
     path: str | None  # required by `retrain` (checked there), not by `registry`
     format: Literal["auto", "tar", "folder", "idx", "pickle"]
-    allow_pickle: bool
+    allow_pickle: Bool
 
 
 class RetrainConfig(_Section):
     """`python -m pipeline.retrain`: when to train, and the gate a challenger must pass."""
 
     holdout: HoldoutConfig
-    force: bool  # train even when the champion was trained on the same data and config
-    min_delta: Annotated[float, Field(ge=-1.0, le=1.0)]  # challenger >= champion + min_delta
-    max_letter_drop: Annotated[float, Field(ge=0.0, le=1.0)]  # per-letter accuracy fall allowed
+    force: Bool  # train even when the champion was trained on the same data and config
+    # promote when challenger >= champion + min_delta, and no letter falls by more than
+    min_delta: Annotated[float, Field(strict=True, ge=-1.0, le=1.0)]
+    max_letter_drop: Annotated[float, Field(strict=True, ge=0.0, le=1.0)]
     experiment: Annotated[str, Field(min_length=1)]  # where the audit runs go
     lock: str | None  # postgresql://... for a lock across machines; null = beside the store
 
@@ -200,7 +225,7 @@ class ScheduleConfig(_Section):
     """`python -m pipeline.schedule`: a cron expression (5 fields), or every `interval_s`."""
 
     cron: str
-    interval_s: Annotated[float, Field(gt=0.0)] | None
+    interval_s: Annotated[float, Field(strict=True, gt=0.0)] | None
     misfire_grace_s: PositiveInt
     timezone: str
 
@@ -233,7 +258,7 @@ class PredictConfig(_Section):
     model: Annotated[str, Field(min_length=1)]
     input: Annotated[str, Field(min_length=1)]
     output: Annotated[str, Field(min_length=1)]
-    convert: bool
+    convert: Bool
     batch_size: PositiveInt
     tracking_uri: str | None
 
@@ -259,8 +284,8 @@ class ParamSpec(_Section):
     in log space (`low` > 0), or one of `choices` (any YAML values, lists included)."""
 
     kind: Literal["float", "log_float", "int", "log_int", "categorical"]
-    low: float | None = None
-    high: float | None = None
+    low: Float | None = None
+    high: Float | None = None
     step: Positive | None = None
     choices: Annotated[tuple[Any, ...], Field(min_length=1)] | None = None
 
@@ -301,15 +326,15 @@ class SearchConfig(_Section):
     workers: PositiveInt
     threads: PositiveInt | None
     storage: str | None
-    sampler_seed: int | None
+    sampler_seed: Int | None
     pruner: Literal["median", "hyperband", "none"]
-    startup_trials: Annotated[int, Field(ge=0)]
-    warmup_epochs: Annotated[int, Field(ge=0)]
+    startup_trials: NonNegativeInt
+    warmup_epochs: NonNegativeInt
     heartbeat_seconds: PositiveInt
     grace_seconds: PositiveInt
-    max_retry: Annotated[int, Field(ge=0)]
+    max_retry: NonNegativeInt
     export: StudyName | None
-    report_only: bool
+    report_only: Bool
     params: Annotated[dict[str, ParamSpec], Field(min_length=1)]
 
     @model_validator(mode="after")

@@ -84,11 +84,11 @@ def read_images(path: Path, convert: bool = False) -> Images:
 
 
 def predict_probabilities(model: Any, pixels: np.ndarray, batch_size: int) -> np.ndarray:
-    """(n, 10) probabilities from a loaded pyfunc model, `batch_size` images per call."""
+    """(n, 10) probabilities from a loaded `LetterClassifier`, `batch_size` images per call."""
     if not len(pixels):
         return np.zeros((0, len(CLASSES)), dtype=np.float32)
     parts = [
-        np.asarray(model.predict(pixels[start : start + batch_size]))
+        np.asarray(model.predict(None, pixels[start : start + batch_size]))
         for start in range(0, len(pixels), batch_size)
     ]
     return np.concatenate(parts)
@@ -109,20 +109,22 @@ def write_csv(output: Path, names: list[str], probabilities: np.ndarray) -> None
 
 
 def load_model(model_uri: str) -> Any:
-    """The pyfunc model behind any URI MLflow accepts (runs:/, models:/m-..., models:/name/3,
-    models:/name@alias), warmed up: the decoder's and the model's first calls trace their
-    graphs (a second or more), which is start-up, not the work."""
+    """The letter classifier behind any URI MLflow accepts (runs:/, models:/m-...,
+    models:/name/3, models:/name@alias), read as data (`tracking.models.load_classifier`),
+    warmed up: the decoder's and the model's first calls trace their graphs (a second or
+    more), which is start-up, not the work."""
     import io
 
-    import mlflow.pyfunc
     from PIL import Image
 
-    model = mlflow.pyfunc.load_model(model_uri)
+    from pipeline.tracking.models import load_classifier
+
+    model = load_classifier(model_uri)
     blank = np.zeros((1, *IMAGE_SHAPE), dtype=np.uint8)
     png = io.BytesIO()
     Image.fromarray(blank[0]).save(png, format="PNG")
     decode_images([png.getvalue()], ["warm-up"])
-    model.predict(blank)
+    model.predict(None, blank)
     return model
 
 

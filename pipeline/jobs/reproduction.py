@@ -3,19 +3,23 @@ same: the "reproducible runs" promise made checkable.
 
 The run's resolved config (`config/config.yaml`) is validated as it was logged, trained again
 on the same data source (its `data.digest` must match before training starts), into the same
-store and experiment, tagged `reproduces=<run id>`. Timings are not compared.
+store and experiment, tagged `reproduces=<run id>`. Timings are not compared. The logged config
+is a record, not an instruction (`pipeline.config.logged`): a pickle or a download it asks for
+needs the person's own override.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import yaml
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import AppConfig, validate
+from pipeline.config import AppConfig, TrackingConfig
+from pipeline.config.logged import from_record, logged_overrides, read_record
 from pipeline.names import Artifact, Metric, Tag
 
 _TIMINGS = (Metric.SECONDS_PREFIX, Metric.EPOCH_SECONDS)
@@ -72,12 +76,17 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.10g}"
 
 
-def logged_config(client: MlflowClient, run_id: str) -> tuple[AppConfig, list[str]]:
-    """The run's resolved config, validated as it was logged, and its command-line overrides."""
+def logged_config(
+    client: MlflowClient, run_id: str, tracking: TrackingConfig, given: Mapping[str, Any]
+) -> tuple[AppConfig, list[str]]:
+    """The run's resolved config as this process may act on it (`from_record`: the person's
+    `given` data settings and `tracking` section in, opt-ins from the record refused), and
+    its logged command-line overrides."""
     config_file = Path(client.download_artifacts(run_id, Artifact.CONFIG))
     overrides_file = Path(client.download_artifacts(run_id, Artifact.OVERRIDES))
-    cfg = validate(yaml.safe_load(config_file.read_text()))
-    overrides = [str(o) for o in yaml.safe_load(overrides_file.read_text()) or []]
+    raw = read_record(config_file, f"run {run_id}'s {Artifact.CONFIG}")
+    cfg = from_record(raw, run_id, given, tracking)
+    overrides = logged_overrides(read_record(overrides_file, Artifact.OVERRIDES), run_id)
     return cfg, overrides
 
 
@@ -86,21 +95,26 @@ def comparable(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if not k.startswith(_TIMINGS)}
 
 
-def reproduce(run_id: str, tracking_uri: str, started: float | None = None) -> Reproduction:
-    """Train `run_id`'s config again in the store at `tracking_uri`; compare the metrics."""
+def reproduce(
+    run_id: str,
+    tracking: TrackingConfig,
+    given: Mapping[str, Any] | None = None,
+    started: float | None = None,
+) -> Reproduction:
+    """Train `run_id`'s config again in the store `tracking` names, into the run's own
+    experiment; compare the metrics. `given` are the person's own data settings (where the
+    data is now, an opt-in the record asks for)."""
     from pipeline.jobs.training import run
 
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking.uri)
     original = client.get_run(run_id)
-    cfg, overrides = logged_config(client, run_id)
-    tracking = cfg.tracking.model_copy(
+    tracking = tracking.model_copy(
         update={
-            "uri": tracking_uri,
             "experiment": client.get_experiment(original.info.experiment_id).name,
-            "run_name": f"reproduce {original.info.run_name or run_id}",
+            "run_name": f"reproduce {str(original.info.run_name or run_id)[:200]}",
         }
     )
-    cfg = cfg.model_copy(update={"tracking": tracking})
+    cfg, overrides = logged_config(client, run_id, tracking, given or {})
     run(
         cfg,
         overrides,

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -34,7 +35,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import keras
-import mlflow
 import optuna
 import yaml
 from mlflow.tracking import MlflowClient
@@ -43,13 +43,21 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
 
-from pipeline.config import AppConfig, SearchConfig, config_dir, validate, with_settings
+from pipeline.config import (
+    AppConfig,
+    SearchConfig,
+    TrackingConfig,
+    config_dir,
+    validate,
+    with_settings,
+)
 from pipeline.config.schema import ParamSpec
 from pipeline.jobs import training
 from pipeline.names import Artifact, Metric, Tag
 from pipeline.stages.data import Dataset
 from pipeline.tracking import recorder
 from pipeline.tracking.locks import store_lock
+from pipeline.tracking.processes import process_tags
 from pipeline.tracking.runs import EndRun, git_tags
 from pipeline.tracking.store import Store, open_store
 
@@ -59,6 +67,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PARENT_ATTR = "mlflow_parent_run_id"  # study user attribute: the parent run's id
+RUN_ID = re.compile(r"[0-9a-f]{32}")
 HEARTBEAT_ATTR = "heartbeat"  # trial system attribute (journal storage): last sign of life
 RETRIES_ATTR = "retry_history"  # set by Optuna's retry callback on a retried trial
 OBJECTIVE = Metric.BEST_VAL_ACCURACY  # maximised; per epoch, `val_accuracy` goes to the pruner
@@ -252,6 +261,7 @@ def join(search: SearchConfig, cfg: AppConfig, space: str = "") -> Study:
                 run_name=f"study {search.study}",
                 tags={
                     **git_tags(),
+                    **process_tags(),  # the worker that made it (a later one takes over)
                     Tag.SWEEP: "true",  # a parent: `pipeline.report --experiment` skips it
                     Tag.SEARCH: "true",
                     Tag.SEARCH_STUDY: search.study,
@@ -264,8 +274,14 @@ def join(search: SearchConfig, cfg: AppConfig, space: str = "") -> Study:
             client.log_text(parent, settings, f"{Artifact.SEARCH_DIR}/search.yaml")
             study.set_user_attr(PARENT_ATTR, parent)
             log.info("Study '%s': parent run %s", search.study, parent)
-        elif not search.report_only and client.get_run(parent).info.status != "RUNNING":
-            client.update_run(parent, status="RUNNING")  # the study goes on
+        elif not RUN_ID.fullmatch(str(parent)):  # a study attribute: anyone may have set it
+            raise ValueError(f"study {search.study}: its parent run id {parent!r} is not one")
+        elif not search.report_only:
+            # the study goes on, in this worker: `stale-runs` looks at it from now on
+            for key, value in process_tags().items():
+                client.set_tag(str(parent), key, value)
+            if client.get_run(str(parent)).info.status != "RUNNING":
+                client.update_run(str(parent), status="RUNNING")
     return Study(study, store, str(parent), lock_uri, search)
 
 
@@ -529,8 +545,12 @@ def report(study: Study) -> str | None:
         ]
         if not matches.empty:
             run_id = str(matches.iloc[0]["run_id"])
-            config = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run_id}/{Artifact.CONFIG}"))
-            text = experiment_yaml(config, best, study.search.study, study.search.export)
+            text = experiment_yaml(
+                _trial_config(client, run_id, study.store),
+                best,
+                study.search.study,
+                study.search.export,
+            )
             client.log_text(parent, text, f"{folder}/best_experiment.yaml")
             tags |= {
                 f"{Tag.SEARCH}.best_trial": str(best.number),
@@ -548,6 +568,24 @@ def report(study: Study) -> str | None:
     client.set_terminated(parent, "FINISHED" if text else "FAILED")
     log.info("Study '%s' ended: report on its parent run %s", study.search.study, parent)
     return text
+
+
+def _trial_config(client: MlflowClient, run_id: str, store: Store) -> dict[str, Any]:
+    """A trial run's logged config, read back as a record (validated, no opt-ins from it),
+    with no `train.resume`: the exported experiment holds settings, never a run to act on."""
+    from pipeline.config.logged import from_record, read_record
+
+    tracking = TrackingConfig(
+        uri=store.uri,
+        experiment=store.experiment,
+        run_name=None,
+        artifact_location=None,
+        log_model=True,
+    )
+    path = Path(client.download_artifacts(run_id, Artifact.CONFIG))
+    cfg = from_record(read_record(path, f"run {run_id}'s {Artifact.CONFIG}"), run_id, {}, tracking)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"resume": None})})
+    return cfg.model_dump(mode="json")
 
 
 def _best_trial(

@@ -8,29 +8,34 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 
-from pipeline.config import AppConfig, ConfigError, DataConfig, validate
+from pipeline.config import AppConfig, ConfigError, DataConfig
+from pipeline.config.logged import LOCATION, from_record, read_record
 from pipeline.names import Artifact, Metric, Tag
 from pipeline.stages.data import Dataset, load_synthetic
 from pipeline.stages.data.dataset import DataError
 from pipeline.stages.data.notmnist import load_notmnist
 from pipeline.stages.evaluate import evaluate, summarise
-from pipeline.stages.model import build_model
+from pipeline.stages.model import build_model, parameter_count, training_bytes
 from pipeline.stages.train import (
+    CheckpointError,
     StopOnDivergence,
     compile_model,
     fit,
+    latest_checkpoint,
     limit_threads,
     make_optimizer,
     seed_everything,
 )
-from pipeline.tracking.callbacks import MlflowEpochLogger, StopOnSignal
-from pipeline.tracking.location import Store, TrackingError, checkpoint_dir
+from pipeline.tracking.callbacks import JOURNAL, MlflowEpochLogger, StopOnSignal, read_journal
+from pipeline.tracking.location import Store, checkpoint_dir
 from pipeline.tracking.model_files import save_model_files
-from pipeline.tracking.recorder import recorded_run, recorder
+from pipeline.tracking.recorder import RecordedRun, recorded_run, recorder
 
 log = logging.getLogger(__name__)
 _IMPORTED = time.perf_counter()  # start-up's start when the caller does not say (a library call)
@@ -101,6 +106,7 @@ def run(
     before its report, so that each job's figures and model are logged while the next trains.
     """
     phases = Phases(started)
+    check_fits(cfg)
     if threads:
         limit_threads(threads)
     if store is None:  # the entry point asks for it before TensorFlow's import, to overlap
@@ -110,12 +116,13 @@ def run(
     if overrides:  # a sweep's run name shows only the swept values, and those shortened
         run_tags[Tag.JOB_OVERRIDES] = " ".join(overrides)[:5000]
     resume = cfg.train.resume
-    logged_through = 0
+    logged: frozenset[int] = frozenset()
     # the checkpoint's folder, named here: the run's id is the recorder's to learn, later
     checkpoints = checkpoint_dir(store.uri, uuid.uuid4().hex)
     if resume is not None:
-        cfg, logged_through, times, checkpoints = resumed_config(store, cfg, overrides)
-        run_tags[Tag.RESUMED] = str(times + 1)
+        resumed = resumed_config(store, cfg, overrides)
+        cfg, logged, checkpoints = resumed.cfg, resumed.logged, resumed.checkpoints
+        run_tags[Tag.RESUMED] = str(resumed.times + 1)
         parent_run_id = None
     run_tags[Tag.CHECKPOINT] = checkpoints.name
     with recorded_run(
@@ -134,6 +141,7 @@ def run(
         if resume is not None:
             with phases("logging"):
                 check_same_data(store, active.run_id, dataset)
+                logged = fill_in_epochs(active, checkpoints, logged)
 
         with phases("build"):
             seed_everything(cfg.train.seed)
@@ -158,7 +166,7 @@ def run(
             compile_model(model, optimizer, cfg.train.steps_per_execution)
 
         es = cfg.train.early_stopping
-        epoch_logger = MlflowEpochLogger(active.log_epoch, logged_through=logged_through)
+        epoch_logger = MlflowEpochLogger(active.log_epoch, logged, checkpoints / JOURNAL)
         with phases("train"):
             result = fit(
                 model,
@@ -217,20 +225,60 @@ def run(
     return {**metrics, **phases.metrics()}
 
 
-def resumed_config(
-    store: Store, cfg: AppConfig, overrides: Sequence[str]
-) -> tuple[AppConfig, int, int, Path]:
-    """For `train.resume=<run id>`: the run's own logged config (the store and experiment
-    stay the ones given), the last epoch it logged, how often it was resumed before, and
-    its checkpoint's folder. Raises ConfigError for a run that cannot be continued."""
-    import yaml
+def check_fits(cfg: AppConfig) -> None:
+    """Refuse, before any work, a network whose parameters alone need more memory to train
+    than this machine has free (TensorFlow would fail mid-build with an out-of-memory
+    traceback, or the OOM killer would end the run)."""
+    parameters = parameter_count(cfg.model.hidden_units)
+    needed = training_bytes(parameters, cfg.train.optimizer)
+    free = _available_memory()
+    if free is not None and needed > free:
+        units = list(cfg.model.hidden_units)
+        raise ConfigError(
+            f"model.hidden_units={units}: {parameters:,} parameters need at least "
+            f"{needed / 2**30:,.1f} GiB to train ({cfg.train.optimizer}: weights, gradients, "
+            f"optimizer state, kept best weights), more than the {free / 2**30:,.1f} GiB "
+            "this machine has free"
+        )
+
+
+def _available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (Linux); None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What `train.resume` continues: the run's own config, the epochs the store has, how
+    often it was resumed before, and its checkpoint's folder."""
+
+    cfg: AppConfig
+    logged: frozenset[int]
+    times: int
+    checkpoints: Path
+
+
+def resumed_config(store: Store, cfg: AppConfig, overrides: Sequence[str]) -> Resumed:
+    """For `train.resume=<run id>`: the run's logged config as this process may act on it
+    (`pipeline.config.logged`: data locations and opt-ins given now, this command's tracking
+    settings), the epochs it logged and its checkpoint. Raises ConfigError for a run that
+    cannot be continued, or whose record asks for what only the command line may grant."""
     from mlflow.tracking import MlflowClient
 
     run_id = str(cfg.train.resume)
-    given = [o for o in overrides if not o.lstrip("+~").startswith(("train.resume=", "tracking."))]
-    if given:
+    keys = {o.split("=", 1)[0].lstrip("+~"): o for o in overrides if "=" in o}
+    refused = [o for k, o in keys.items() if k != "train.resume" and not k.startswith("tracking.")]
+    refused = [o for o in refused if o.split("=", 1)[0].lstrip("+~") not in LOCATION]
+    if refused:
         raise ConfigError(
-            f"train.resume={run_id} continues the run with its own config: drop {' '.join(given)}"
+            f"train.resume={run_id} continues the run with its own config: drop "
+            f"{' '.join(refused)} (only {', '.join(sorted(LOCATION))} may be given)"
         )
     client = MlflowClient(store.uri)
     try:
@@ -247,28 +295,71 @@ def resumed_config(
             raise ConfigError(
                 f"train.resume={run_id}: the run is RUNNING ({alive.reason}); stop it first"
             )
+    current = cfg.model_dump(mode="json")
+    given = {k: _setting(current, k) for k in keys if k in LOCATION}
     try:
-        logged = yaml.safe_load(
-            Path(client.download_artifacts(run_id, Artifact.CONFIG)).read_text()
+        logged_file = Path(client.download_artifacts(run_id, Artifact.CONFIG))
+    except Exception as exc:
+        raise ConfigError(f"train.resume={run_id}: it has no logged config ({exc})") from None
+    raw = read_record(logged_file, f"run {run_id}'s {Artifact.CONFIG}")
+    own = from_record(raw, run_id, given, cfg.tracking)
+    own = own.model_copy(update={"train": own.train.model_copy(update={"resume": run_id})})
+    tags = run.data.tags
+    try:
+        folder = checkpoint_dir(store.uri, tags.get(Tag.CHECKPOINT, run_id))
+    except ValueError as exc:
+        raise ConfigError(f"train.resume={run_id}: its {Tag.CHECKPOINT} tag: {exc}") from None
+    times = tags.get(Tag.RESUMED, "0")
+    steps = frozenset(m.step for m in client.get_metric_history(run_id, Metric.LOSS))
+    try:
+        done = latest_checkpoint(folder)
+    except CheckpointError as exc:
+        raise ConfigError(f"train.resume={run_id}: {exc}") from None
+    if done is None:
+        log.info(
+            "Resuming run %s: no checkpoint in %s, so training starts again from epoch 1 "
+            "(the same seeds give the same epochs; the %d in the store are not logged twice)",
+            run_id,
+            folder,
+            len(steps),
         )
-        logged["train"]["resume"] = run_id
-        # its own tracking settings, but the store it was found in and any tracking.* given
-        current = cfg.tracking.model_dump(mode="json")
-        keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
-        given_keys = {k.removeprefix("tracking.") for k in keys if k.startswith("tracking.")}
-        logged["tracking"] |= {k: v for k, v in current.items() if k in {"uri", *given_keys}}
-        own = validate(logged)
-    except (OSError, KeyError, TypeError, ValueError, TrackingError) as exc:
-        raise ConfigError(f"train.resume={run_id}: cannot read its logged config ({exc})") from None
-    steps = [m.step for m in client.get_metric_history(run_id, Metric.LOSS)]
-    times = int(run.data.tags.get(Tag.RESUMED, "0"))
-    log.info(
-        "Resuming run %s from its last checkpoint (epochs logged: %d)",
-        run_id,
-        max(steps, default=0),
-    )
-    folder = checkpoint_dir(store.uri, run.data.tags.get(Tag.CHECKPOINT, run_id))
-    return own, max(steps, default=0), times, folder
+    else:
+        log.info(
+            "Resuming run %s from its checkpoint after epoch %d (%d epochs in the store)",
+            run_id,
+            done["epoch"],
+            len(steps),
+        )
+    return Resumed(own, steps, int(times) if times.isdigit() else 0, folder)
+
+
+def _setting(tree: Mapping[str, Any], key: str) -> Any:
+    node: Any = tree
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+def fill_in_epochs(
+    active: RecordedRun, checkpoints: Path, logged: frozenset[int]
+) -> frozenset[int]:
+    """Log the epochs the checkpoint holds but the store lacks (its server was down, its
+    recorder frozen) from the checkpoint's journal, each with the time it ended; returns
+    every step the run now has, so that the rest of training logs each step once."""
+    state = latest_checkpoint(checkpoints)
+    if state is None:
+        return logged
+    journal = read_journal(checkpoints / JOURNAL)
+    missing = [s for s in range(1, int(state["epoch"]) + 1) if s not in logged]
+    filled = [s for s in missing if s in journal]
+    for step in filled:
+        values, stamp = journal[step]
+        active.log_epoch(step, values, stamp)
+    if filled:
+        log.info("Filled in epochs %s from the checkpoint (missing from the store)", filled)
+    if lost := sorted(set(missing) - set(filled)):
+        log.warning("Epochs %s are missing from the store and from the checkpoint", lost)
+    return logged | frozenset(filled)
 
 
 def check_same_data(store: Store, run_id: str, dataset: Dataset) -> None:

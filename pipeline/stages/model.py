@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import keras
@@ -71,6 +72,28 @@ def _augment(
     if zoom:
         x = keras.layers.RandomZoom(zoom, zoom, **fill, name="random_zoom")(x)
     return x
+
+
+def parameter_count(
+    hidden_units: Sequence[int], inputs: int = IMAGE_SHAPE[0] * IMAGE_SHAPE[1], classes: int = 10
+) -> int:
+    """Weights and biases of the network `build_model` makes, without building it: (N+1)*K per
+    Dense layer, so 7850 for logistic regression on 28x28 images and 10 letters."""
+    sizes = [inputs, *hidden_units, classes]
+    return sum((n + 1) * k for n, k in itertools.pairwise(sizes))
+
+
+# float32 copies of every parameter while training: the weights, their gradients, early
+# stopping's kept best weights and the weights' initial values being drawn (a transient one),
+# plus the optimizer's slots (momentum 1, Adam 2)
+_COPIES = 4
+OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}
+
+
+def training_bytes(parameters: int, optimizer: str) -> int:
+    """A lower bound on the memory training needs for its parameters alone: what to compare with
+    the machine's before building a network that cannot fit (activations come on top)."""
+    return parameters * 4 * (_COPIES + OPTIMIZER_SLOTS.get(optimizer, 2))
 
 
 def dense_weights(model: keras.Model) -> int:

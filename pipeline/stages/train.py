@@ -221,10 +221,9 @@ class Checkpoint(keras.callbacks.Callback):
     def restore(self, model: keras.Model) -> tuple[int, pd.DataFrame, bool]:
         """Load the latest checkpoint into `model` (and the stopper): (epochs done, their
         history, whether early stopping had ended training). (0, empty, False) if none."""
-        latest = self.folder / "latest.json"
-        if not latest.exists():
+        state = latest_checkpoint(self.folder)
+        if state is None:
             return 0, pd.DataFrame(), False
-        state = json.loads(latest.read_text())
         where = self.folder / state["folder"]
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
@@ -262,6 +261,27 @@ class Checkpoint(keras.callbacks.Callback):
         part.replace(latest)
         if previous and previous != where.name:
             shutil.rmtree(self.folder / previous, ignore_errors=True)
+
+
+def latest_checkpoint(folder: Path) -> dict[str, Any] | None:
+    """The state `latest.json` records (epoch, its folder, the history...), or None when
+    `folder` holds no complete checkpoint. What it names is checked to be what `Checkpoint`
+    writes (an `epoch-<n>` folder beside it), never followed elsewhere."""
+    latest = folder / "latest.json"
+    if not latest.is_file():
+        return None
+    try:
+        state = json.loads(latest.read_text())
+        epoch, name = state["epoch"], state["folder"]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{latest} is not a readable checkpoint ({exc})") from None
+    if type(epoch) is not int or epoch < 1 or name != f"epoch-{epoch}":
+        raise CheckpointError(f"{latest} names {name!r} for epoch {epoch!r}; refused")
+    return dict(state)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint's files are not what `Checkpoint` writes."""
 
 
 def _seed_generators(model: keras.Model) -> list[Any]:

@@ -19,6 +19,7 @@ from mlflow.entities import RunTag
 from mlflow.tracking import MlflowClient
 
 from pipeline.names import Artifact, Tag
+from pipeline.tracking.processes import process_tags
 from pipeline.tracking.runs import git_tags
 from pipeline.tracking.store import Store
 
@@ -58,7 +59,9 @@ def audit_run(store: Store, run_name: str, tags: Mapping[str, str]) -> Iterator[
     """One audit run in `store`'s experiment: FINISHED when the block ends, FAILED with the
     error (decision `failed`) when it raises, KILLED on Ctrl-C or SIGTERM."""
     client = MlflowClient(store.uri)
-    run = client.create_run(store.experiment_id, run_name=run_name, tags={**git_tags(), **tags})
+    # host, pid and start time, so that `stale-runs` finds it if this process is SIGKILLed
+    own = {**git_tags(), **process_tags(), **tags}
+    run = client.create_run(store.experiment_id, run_name=run_name, tags=own)
     audit = Audit(client, run.info.run_id)
     try:
         yield audit

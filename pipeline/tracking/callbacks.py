@@ -5,8 +5,12 @@ trainer's epochs go to the run recorder, `pipeline.tracking.recorder`.)"""
 from __future__ import annotations
 
 import functools
+import json
+import math
+import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -15,6 +19,9 @@ from pipeline.names import Metric as Name
 from pipeline.tracking.lifecycle import raise_if_stop_requested
 
 EpochSink = Callable[[int, Mapping[str, float]], None]  # (step, metrics): one epoch's values
+# In a run's checkpoint folder: every epoch's values as sent, a JSON line each, written before
+# the epoch's checkpoint; a resumed run fills in from it what the store never received.
+JOURNAL = "epochs.jsonl"
 
 
 def to_client(run_id: str) -> EpochSink:
@@ -37,11 +44,14 @@ class MlflowEpochLogger(keras.callbacks.Callback):
     `sink` takes each epoch's values: the run recorder's `log_epoch`, or `to_client(run_id)`.
     """
 
-    def __init__(self, sink: EpochSink, logged_through: int = 0) -> None:
+    def __init__(
+        self, sink: EpochSink, logged: Collection[int] = (), journal: Path | None = None
+    ) -> None:
         super().__init__()
         self.sink = sink
-        # a resumed run may repeat epochs it logged before its checkpoint: log each step once
-        self.logged_through = logged_through
+        # a resumed run may repeat epochs the store has (its checkpoint lagged): log each once
+        self.logged = frozenset(logged)
+        self.journal = journal
         self.seconds = 0.0  # spent logging, so that a run can tell logging from training
         self._started = 0.0
 
@@ -54,13 +64,46 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         logs = {} if logs is None else logs
         # in the history of every epoch, logged before or not (a resumed run's repeats)
         logs[Name.L2_PENALTY] = float(sum(float(x) for x in self.model.losses))
-        if epoch + 1 <= self.logged_through:
-            return
         values = {k: float(v) for k, v in logs.items()}
         values.setdefault(Name.LEARNING_RATE, float(self.model.optimizer.learning_rate))
         values[Name.EPOCH_SECONDS] = seconds
-        self.sink(epoch + 1, values)
+        if self.journal is not None:
+            write_journal(self.journal, epoch + 1, values, int(time.time() * 1000))
+        if epoch + 1 not in self.logged:
+            self.sink(epoch + 1, values)
         self.seconds += time.perf_counter() - begin
+
+
+def write_journal(path: Path, step: int, values: Mapping[str, float], time_ms: int) -> None:
+    """Append one epoch to the journal, on disk before its checkpoint names the epoch."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"step": step, "time_ms": time_ms, "values": dict(values)})
+    with path.open("a") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_journal(path: Path) -> dict[int, tuple[dict[str, float], int]]:
+    """step -> (values, time in ms) of every well-formed line (a line cut short by a kill, or
+    anything else that is not what `write_journal` writes, is left out)."""
+    epochs: dict[int, tuple[dict[str, float], int]] = {}
+    if not path.is_file():
+        return epochs
+    with path.open() as handle:
+        for line in handle:
+            try:
+                entry = json.loads(line)
+                step, stamp, values = entry["step"], entry["time_ms"], entry["values"]
+            except (ValueError, TypeError, KeyError):
+                continue
+            numbers = isinstance(values, dict) and all(
+                isinstance(k, str) and isinstance(v, float) and math.isfinite(v)
+                for k, v in values.items()
+            )
+            if type(step) is int and step >= 1 and type(stamp) is int and numbers:
+                epochs[step] = (values, stamp)
+    return epochs
 
 
 class StopOnSignal(keras.callbacks.Callback):

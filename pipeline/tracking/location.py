@@ -4,6 +4,7 @@ and the one-line `TrackingError` every entry point prints."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,12 +41,28 @@ class Store:
 SQLITE = "sqlite:///"
 
 
+# a checkpoint's key is a name the trainer made (uuid4().hex; runs from before the `checkpoint`
+# tag: their run id): 32 hex digits, never a path
+_KEY = re.compile(r"[0-9a-f]{32}")
+
+
 def checkpoint_dir(uri: str, key: str) -> Path:
     """Where a run keeps its training checkpoint until it ends: beside a SQLite store, else
     under the project home's `mlruns/checkpoints` (the machine that trains), in the folder
-    its `checkpoint` tag names (runs from before that tag: their run id)."""
+    its `checkpoint` tag names (runs from before that tag: their run id).
+
+    The key comes back from the run's tags, which anyone with write access to the run can
+    change, and a finished run deletes its folder: a key that is not a name this pipeline
+    makes, or a folder that resolves outside the checkpoints folder, is refused (ValueError).
+    """
     root = Path(uri[len(SQLITE) :]).parent if uri.startswith(SQLITE) else project_home() / "mlruns"
-    return root / "checkpoints" / key
+    folder = root / "checkpoints"
+    if not _KEY.fullmatch(key):
+        raise ValueError(f"checkpoint key {key[:100]!r} is not a name this pipeline makes")
+    chosen = folder / key
+    if chosen.resolve().parent != folder.resolve():  # a link planted in its place
+        raise ValueError(f"checkpoint folder {chosen} leads out of {folder}")
+    return chosen
 
 
 def resolve_tracking_uri(uri: str | None, root: Path | None = None) -> str:

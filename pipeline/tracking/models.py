@@ -25,6 +25,8 @@ from pipeline.tracking.model_files import (
     IMAGE_SHAPE,
     KERAS_FILE_KEY,
     ModelFiles,
+    load_network,
+    network_file,
     save_model_files,
 )
 
@@ -85,7 +87,9 @@ def check_images(images: Any) -> np.ndarray:
     if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 255:
         raise ImageInputError(f"{_EXPECTED}; got values from {low} to {high}")
     floats = np.issubdtype(array.dtype, np.floating)
-    if floats and 0 < high <= 1:  # a real glyph scaled to 0-1, even one of only 0s and 1s
+    # a real glyph scaled to 0-1, even one of only 0s and 1s, floats or integers (a raw
+    # glyph's darkest pixel is far above 1; a blank image, all 0, passes)
+    if 0 < high <= 1:
         raise ImageInputError(
             f"{_EXPECTED}; got values from {low} to {high}, which look scaled to 0-1: "
             "send the raw pixels (multiply by 255 and round)"
@@ -204,15 +208,22 @@ def log_keras_model(model: Any, input_example: Any, name: str = Artifact.MODEL_N
 
 
 def load_keras(model_uri: str) -> Any:
-    """The Keras network of a model logged by `log_keras_model` (any URI MLflow accepts), or of
-    an older run's `mlflow.tensorflow` model."""
-    loaded = mlflow.pyfunc.load_model(model_uri)
-    try:
-        inner = loaded.unwrap_python_model()
-    except MlflowException:  # not a pyfunc PythonModel: an mlflow.tensorflow model
-        inner = None
-    if isinstance(inner, LetterClassifier):
-        return inner.keras_model
-    import importlib
+    """The Keras network of a model this pipeline logged (any URI MLflow accepts), read as
+    data: the model's files are downloaded, its MLmodel and network file checked
+    (`model_files.network_file`) and the network loaded by Keras in safe mode. Nothing the
+    model carries is run, unlike `mlflow.pyfunc.load_model`, which runs the model's own code
+    (its python_model file), so that an account that can write to a run cannot make the
+    machines that predict with it run code."""
+    import tempfile
 
-    return importlib.import_module("mlflow.tensorflow").load_model(model_uri)
+    with tempfile.TemporaryDirectory(prefix="pipeline-load-") as folder:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=folder))
+        return load_network(network_file(local))
+
+
+def load_classifier(model_uri: str) -> LetterClassifier:
+    """`load_keras` as a `LetterClassifier`: its `predict` checks the images first, as the
+    logged model's does when MLflow serves it."""
+    classifier = LetterClassifier()
+    classifier.keras_model = load_keras(model_uri)
+    return classifier

@@ -240,8 +240,10 @@ class RecordedRun:
         `metrics`: see `writer.Writer`), carried out in order while this process goes on."""
         self.recorder.send(op, *args)
 
-    def log_epoch(self, step: int, values: Mapping[str, float]) -> None:
-        self.recorder.send("epoch", step, dict(values), int(time.time() * 1000))
+    def log_epoch(self, step: int, values: Mapping[str, float], time_ms: int | None = None) -> None:
+        """One epoch's values, at `time_ms` (when it ended, if not now)."""
+        stamp = int(time.time() * 1000) if time_ms is None else time_ms
+        self.recorder.send("epoch", step, dict(values), stamp)
         self.recorder.check()
 
     def end(

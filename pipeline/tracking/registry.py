@@ -9,6 +9,7 @@ previous one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from pipeline.names import Metric, Tag
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+_MODEL_ID = re.compile(r"m-[0-9a-f]{32}")
 
 
 def logged_model_id(client: MlflowClient, run_id: str) -> str:
@@ -28,13 +30,20 @@ def logged_model_id(client: MlflowClient, run_id: str) -> str:
     run = client.get_run(run_id)
     outputs = run.outputs.model_outputs if run.outputs else []
     if outputs:
-        return str(max(outputs, key=lambda o: o.step).model_id)
+        return _model_id(str(max(outputs, key=lambda o: o.step).model_id))
     found = client.search_logged_models(
         experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
     )
     if not found:
         raise LookupError(f"run {run_id} logged no model (tracking.log_model=false?)")
-    return str(found[0].model_id)
+    return _model_id(str(found[0].model_id))
+
+
+def _model_id(model_id: str) -> str:
+    """A logged model's id as the store gives it, checked before it goes into a URI."""
+    if not _MODEL_ID.fullmatch(model_id):
+        raise LookupError(f"logged model id {model_id[:100]!r} is not one MLflow makes")
+    return model_id
 
 
 def register(name: str, model_id: str, tags: Mapping[str, str], description: str) -> ModelVersion:
@@ -85,7 +94,8 @@ def champion_history(client: MlflowClient, name: str) -> list[str]:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return []
         raise
-    return [v for v in tags.get(Tag.CHAMPION_HISTORY, "").split(",") if v]
+    # a tag anyone with EDIT on the model may rewrite: only version numbers count
+    return [v for v in tags.get(Tag.CHAMPION_HISTORY, "").split(",") if v.isdecimal()]
 
 
 def set_champion(client: MlflowClient, name: str, version: str) -> None:

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -88,12 +89,8 @@ def connect(
     mlflow.set_tracking_uri(resolved)
     with _schema_lock(resolved):
         if resolved.startswith(_SQLITE):
-            _check_not_half_migrated(Path(resolved[len(_SQLITE) :]))
-        try:  # MLflow creates the schema of a new database when it first opens it
-            client = MlflowClient(resolved)
-            found = client.get_experiment_by_name(experiment)
-        except Exception as exc:  # the first access: schema, connection, server errors
-            raise _store_error(resolved, exc) from exc
+            _new_sqlite_schema(Path(resolved[len(_SQLITE) :]))
+        client, found = _first_access(resolved, experiment)
     if is_database(resolved):
         _dispose_engines_at_exit()
     if found is None:
@@ -124,6 +121,75 @@ def connect(
             if found.tags.get(key) != value and not chosen:
                 client.set_experiment_tag(experiment_id, key, value)
     return Store(resolved, experiment_id, experiment)
+
+
+# What a database store says while another client, which does not take our schema lock (a
+# notebook's MlflowClient, `mlflow ui`), creates or upgrades its schema at the same moment:
+# MLflow checks that the tables exist, then creates them, with nothing to stop two clients
+# doing both; and a schema half-way through its migrations reads as out of date.
+_SCHEMA_RACE = ("already exists", "duplicate", "uniqueviolation", "no such table", "locked")
+# ... and what it looks like mid-way, which an old or interrupted schema looks like too
+_MID_MIGRATION = ("out-of-date database schema",)
+# How long a run waits for such a client to finish making the schema (seconds of migrations),
+# and for a schema that looks mid-way (leftover `_alembic_tmp_*` tables, an old version) to
+# become current before it is called half-migrated or out of date (a step takes milliseconds).
+SCHEMA_RACE_SECONDS = 120.0
+MID_MIGRATION_SECONDS = 5.0
+
+
+def _new_sqlite_schema(db: Path) -> None:
+    """A new SQLite store gets its whole schema made in a file of its own first, then put in
+    place by a hard link, which fails if the store appeared meanwhile. Another client opening
+    the same new store at the same moment then finds no file (and makes the schema itself,
+    which `_first_access` waits for) or a complete schema: never one that two clients are
+    migrating at once, which can leave it broken (`_alembic_tmp_*` tables, a version row that
+    no longer matches)."""
+    if db.exists():
+        return
+    fresh = db.with_name(f".{db.name}.{os.getpid()}.new")
+    uri = f"{_SQLITE}{fresh}"
+    try:
+        MlflowClient(uri).search_experiments()  # MLflow makes the schema
+        _dispose_engine(uri)
+        with contextlib.suppress(FileExistsError):  # another client made the store first
+            os.link(fresh, db)
+    except Exception as exc:
+        raise _store_error(f"{_SQLITE}{db}", exc) from exc
+    finally:
+        fresh.unlink(missing_ok=True)
+
+
+def _dispose_engine(uri: str) -> None:
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    engine = SqlAlchemyStore._engine_map.pop(uri, None)
+    if engine is not None:
+        engine.dispose()
+
+
+def _first_access(uri: str, experiment: str) -> tuple[MlflowClient, Any]:
+    """The client and `experiment` (None if it does not exist yet), on the first access of the
+    store, which creates a new database's schema. Losing a race for the schema to another
+    client is waited out (it makes the same schema); any other failure is one line."""
+    begin = time.monotonic()
+    pause = 0.2
+    while True:
+        try:
+            if uri.startswith(_SQLITE):
+                _check_not_half_migrated(Path(uri[len(_SQLITE) :]))
+            client = MlflowClient(uri)  # MLflow makes a new database's schema here
+            return client, client.get_experiment_by_name(experiment)
+        except HalfMigratedError:
+            if time.monotonic() - begin > MID_MIGRATION_SECONDS:
+                raise
+        except Exception as exc:  # the first access: schema, connection, server errors
+            text, waited = str(exc).lower(), time.monotonic() - begin
+            raced = any(sign in text for sign in _SCHEMA_RACE) and waited < SCHEMA_RACE_SECONDS
+            mid = any(sign in text for sign in _MID_MIGRATION) and waited < MID_MIGRATION_SECONDS
+            if not (raced or mid):
+                raise _store_error(uri, exc) from exc
+        time.sleep(pause)
+        pause = min(2.0, pause * 2)
 
 
 def open_store(tracking: TrackingConfig, experiment: str | None = None) -> Store:
@@ -214,6 +280,10 @@ def _root_cause(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class HalfMigratedError(TrackingError):
+    """Leftover `_alembic_tmp_*` tables: an interrupted migration (or one still running)."""
+
+
 def _check_not_half_migrated(db: Path) -> None:
     """A migration interrupted (or raced) on SQLite leaves `_alembic_tmp_*` tables behind,
     after which MLflow cannot open the store; say so with the repair."""
@@ -232,7 +302,7 @@ def _check_not_half_migrated(db: Path) -> None:
         raise TrackingError(f"cannot read the tracking store {db}: {exc}") from None
     if leftovers:
         drops = "; ".join(f"DROP TABLE {name}" for name in leftovers)
-        raise TrackingError(
+        raise HalfMigratedError(
             f"the tracking store {db} is half-migrated (leftover {', '.join(leftovers)}): "
             f"back it up, then repair it with: sqlite3 {db} '{drops}' && "
             f"mlflow db upgrade sqlite:///{db}"

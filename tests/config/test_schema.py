@@ -126,6 +126,17 @@ def test_tracking_uri_follows_environment(monkeypatch: pytest.MonkeyPatch) -> No
         ("train.learning_rate=-inf", "train.learning_rate=-inf: Input should be a finite"),
         ("train.momentum=nan", "train.momentum=nan: Input should be a finite number"),
         ("train.early_stopping.min_delta=inf", "min_delta=inf: Input should be a finite"),
+        # strict types: a bool is not a number, a number is not a bool, a quoted number is text
+        ("train.seed=true", "train.seed=True: Input should be a valid integer"),
+        ("train.epochs=2.0", "train.epochs=2.0: Input should be a valid integer"),
+        ("train.learning_rate=true", "train.learning_rate=True: Input should be a valid number"),
+        ("train.verbose=true", "train.verbose=True: expected a number or a word, not true/false"),
+        ("data.cache=1", "data.cache=1: Input should be a valid boolean"),
+        ("train.seed='7'", "train.seed=7: Input should be a valid integer"),
+        ("data.train_size=true", "data.train_size=True: Input should be a valid integer"),
+        # past float32 (Keras' dtype): refused before any work, not a traceback mid-build
+        ("model.l2_beta=1e300", "model.l2_beta=1e+300: Input should be less than or equal to 100"),
+        ("train.learning_rate=1e300", "train.learning_rate=1e+300: Input should be less than"),
     ],
 )
 def test_bad_values_name_the_key(override: str, message: str) -> None:

@@ -57,7 +57,7 @@ def test_folder_tar_and_idx_give_the_same_letters(sources, champion: Champion, t
     for key in ("letter", "probability"):
         assert [r[key] for r in rows["folder"]] == [r[key] for r in rows["tar"]]
         assert [r[key] for r in rows["folder"]] == [r[key] for r in rows["idx"]]
-    expected = np.asarray(model.predict(images))
+    expected = np.asarray(model.predict(None, images))
     assert [r["letter"] for r in rows["idx"]] == ["ABCDEFGHIJ"[i] for i in expected.argmax(1)]
     assert float(rows["idx"][0]["probability"]) == pytest.approx(expected[0].max(), abs=1e-6)
 
@@ -72,7 +72,7 @@ def test_any_model_uri_mlflow_accepts(champion: Champion) -> None:
         f"models:/{champion.name}/{champion.version}",
         f"models:/{champion.name}@champion",
     ]
-    outputs = [np.asarray(load_model(uri).predict(images)) for uri in uris]
+    outputs = [np.asarray(load_model(uri).predict(None, images)) for uri in uris]
     for output in outputs[1:]:
         np.testing.assert_array_equal(output, outputs[0])
     # the Keras network itself, for evaluation code that wants it

@@ -175,12 +175,15 @@ def test_sweep_stopped_between_jobs_marks_parent_killed(store_uri: str, tmp_path
     assert {c.info.status for c in children} <= {"KILLED"}
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("stop", ["SIGTERM to the group", "SIGKILL to the sweep"])
 def test_stopping_a_parallel_sweep_marks_every_run_killed(
-    store_uri: str, tmp_path: Path, stop: signal.Signals
+    store_uri: str, tmp_path: Path, stop: str
 ) -> None:
-    """The signal goes to the whole process group, as a terminal's Ctrl-C or a scheduler's
-    stop does: the parent and both jobs, which run in worker processes, end KILLED."""
+    """SIGTERM to the whole process group, as a terminal's Ctrl-C or a scheduler's stop
+    does: the parent and both jobs, which run in worker processes, end KILLED. SIGKILL to the
+    sweep's own process alone (the OOM killer, a closed session): nothing can end its parent
+    run, which `stale-runs` then finds, but its workers see it gone, end their runs KILLED
+    and exit, instead of training on (and holding their memory) for minutes."""
     sweep = (
         "-m",
         "hydra/launcher=parallel",
@@ -211,13 +214,37 @@ def test_stopping_a_parallel_sweep_marks_every_run_killed(
             time.sleep(0.5)
         else:
             raise TimeoutError("the jobs did not start training")
-        os.killpg(proc.pid, stop)
+        if stop == "SIGKILL to the sweep":
+            os.kill(proc.pid, signal.SIGKILL)
+        else:
+            os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=120) != 0
+        deadline = time.monotonic() + 90
+        while _alive(proc.pid) and time.monotonic() < deadline:  # its workers, their recorders
+            time.sleep(0.5)
+        assert not _alive(proc.pid), "a worker outlived its sweep"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
     _, parent, children = _runs(store_uri, "stopped")
-    assert parent.info.status == "KILLED"
     assert len(children) == 2
     assert [c.info.status for c in children] == ["KILLED", "KILLED"]
+    if stop == "SIGKILL to the sweep":
+        assert parent.info.status == "RUNNING"  # nothing could end it...
+        stale = cli("stale-runs", module="pipeline.maintenance")
+        assert f"{parent.info.run_id}  gone" in stale.stdout  # ...but it is found
+    else:
+        assert parent.info.status == "KILLED"
+
+
+def _alive(group: int) -> bool:
+    """Whether any process of the process group `group` still runs (zombies aside): /proc."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            return True
+    return False

@@ -72,6 +72,7 @@ def decode_members(
         if held_bytes >= _HELD_BYTES:
             batches.append(_decode_batch(held, len(names) - len(held), convert))
             held, held_bytes = [], 0
+            del blob  # not held while the next file is read
     if held:
         batches.append(_decode_batch(held, len(names) - len(held), convert))
     del held

@@ -474,8 +474,19 @@ def read_tar(
 
 
 def _member_data(path: Path, archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """A member's bytes. A large one is read a chunk at a time into one buffer: tarfile's
+    stream reads a single read() through lists of chunks and joins, four copies at once."""
     content = archive.extractfile(member)
-    blob = content.read(member.size + 1) if content else b""  # <= the cap + 1
+    if content is None or member.size <= _TAR_CHUNK:
+        blob = content.read(member.size + 1) if content else b""  # <= the cap + 1
+    else:
+        buffer = bytearray(member.size)
+        got = 0
+        while got < member.size and (chunk := content.read(_TAR_CHUNK)):
+            buffer[got : got + len(chunk)] = chunk
+            got += len(chunk)
+        blob = bytes(memoryview(buffer)[:got])
+        del buffer
     if len(blob) != member.size:  # the header says how much data follows
         raise DataError(f"{path}: member {member.name!r} is truncated")
     return blob

@@ -426,7 +426,7 @@ def test_streamed_pool_names_the_same_odd_image(
 
 def test_archive_members_are_decoded_without_holding_them_all(tmp_path: Path) -> None:
     """Twelve 8 MiB members (within both caps): decoding them as they are read holds a
-    few at most (tracemalloc's peak: 50 MiB), not all 96 MiB (before: 112 MiB)."""
+    few at most (tracemalloc's peak: 42 MiB), not all 96 MiB (before: 112 MiB)."""
     import tracemalloc
 
     from pipeline.stages.data.decode import decode_members

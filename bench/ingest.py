@@ -14,7 +14,7 @@ import os
 import sys
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -25,9 +25,9 @@ from common import measure, report
 from PIL import Image
 
 from pipeline.stages.data import CLASSES
-from pipeline.stages.data.decode import decode_pngs
+from pipeline.stages.data.decode import decode_members
 from pipeline.stages.data.notmnist import load_notmnist
-from pipeline.stages.data.sources import Blobs, read_folder, read_idx, read_tar
+from pipeline.stages.data.sources import Member, letter_order, read_folder, read_idx, read_tar
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "notmnist-sample"
 
@@ -65,10 +65,9 @@ def main() -> None:
         n = sum(1 for _ in folder.rglob("*.png"))
         load_notmnist(str(archive), cache_dir=str(scratch / "cache"))  # fill the cache
 
-        def ours(blobs_of: Callable[[], Blobs]) -> Callable[[], None]:
+        def ours(members_of: Callable[[], Iterator[Member]]) -> Callable[[], None]:
             def run() -> None:
-                blobs = blobs_of()
-                decode_pngs(blobs.data, blobs.labels, blobs.names)
+                decode_members(members_of(), order=letter_order)
 
             return run
 

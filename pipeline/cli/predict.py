@@ -1,9 +1,10 @@
 """`python -m pipeline.predict model=<URI> input=<path> [output=predictions.csv]` (or
 `notmnist-predict`): letters for a PNG, a folder or tar.gz of PNGs, or an IDX file, as CSV.
 
-Unreadable files are listed and skipped; a missing or bad input, or a model URI that does not
-load, ends the program with one line (`data error:` / `model error:`) and exit code 1, a bad
-config value with `config error:` and exit code 2.
+Unreadable files are listed and skipped; a missing or bad input (not a regular file or
+folder, over the data stage's caps, or without one readable image), or a model URI that does
+not load, ends the program with one line (`data error:` / `model error:`) and exit code 1, a
+bad config value with `config error:` and exit code 2.
 """
 
 from __future__ import annotations
@@ -36,18 +37,26 @@ def _hydra_main(cfg: DictConfig) -> None:
     except ConfigError as exc:
         _fail(f"config error: {exc}", 2)
 
-    _process.import_tensorflow_without_jax()  # only once the config is known good
+    # the input is checked first, in a second rather than after TensorFlow's import: this
+    # module imports neither TensorFlow nor MLflow
+    from pipeline.jobs.prediction import NoImagesError, input_format
+    from pipeline.stages.data.sources import MAX_MEMBER_BYTES, MAX_TOTAL_BYTES
+
+    max_member = settings.max_member_bytes or MAX_MEMBER_BYTES
+    max_total = settings.max_total_bytes or MAX_TOTAL_BYTES
+    try:
+        input_format(Path(settings.input), max_member)  # said before the model loads
+    except DataError as exc:
+        _fail(f"data error: {exc}", 1)
+
+    _process.import_tensorflow_without_jax()  # only once the config and input are known good
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from pipeline.jobs.prediction import input_format, load_model, predict_files
+    from pipeline.jobs.prediction import load_model, predict_files
     from pipeline.tracking.model_files import ModelFileError
     from pipeline.tracking.store import resolve_tracking_uri
 
-    try:
-        input_format(Path(settings.input))  # a missing input is said before the model loads
-    except DataError as exc:
-        _fail(f"data error: {exc}", 1)
     mlflow.set_tracking_uri(resolve_tracking_uri(settings.tracking_uri))
     try:
         model = load_model(settings.model)
@@ -61,19 +70,28 @@ def _hydra_main(cfg: DictConfig) -> None:
             Path(settings.output),
             settings.convert,
             settings.batch_size,
+            max_member,
+            max_total,
         )
+    except NoImagesError as exc:
+        _print_skipped(exc.skipped)
+        _fail(f"data error: {exc}", 1)
     except DataError as exc:
         _fail(f"data error: {exc}", 1)
     except MlflowException as exc:  # the model refused the images
         _fail(f"model error: model={settings.model}: {_first_line(exc)}", 1)
     elapsed = time.perf_counter() - started
-    for name, reason in outcome.skipped:
-        print(f"skipped {name}: {reason}", file=sys.stderr)
+    _print_skipped(outcome.skipped)
     rate = f", {outcome.read / elapsed:,.0f} images/s" if outcome.read else ""
     print(
         f"Read {outcome.read} images, skipped {len(outcome.skipped)}; "
         f"predictions in {outcome.output} ({elapsed:.2f} s after start-up{rate})"
     )
+
+
+def _print_skipped(skipped: list[tuple[str, str]]) -> None:
+    for name, reason in skipped:
+        print(f"skipped {name}: {reason}", file=sys.stderr)
 
 
 def _first_line(exc: Exception) -> str:

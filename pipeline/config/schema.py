@@ -261,6 +261,10 @@ class PredictConfig(_Section):
     convert: Bool
     batch_size: PositiveInt
     tracking_uri: str | None
+    # the data stage's caps; None: its defaults (pipeline.stages.data.sources, the one place
+    # they are set)
+    max_member_bytes: PositiveInt | None
+    max_total_bytes: PositiveInt | None
 
     @model_validator(mode="before")
     @classmethod

@@ -4,6 +4,7 @@ one-line errors, and nothing left in the folder it ran from."""
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,6 @@ from models_fixture import BAD_FILES, Champion, letters, write_sources
 
 def _predict(cwd: Path, *args: str, env: dict[str, str] | None = None):
     """From `cwd` (not the checkout), with the checkout's package on the path."""
-    import os
-
     env = dict(env or os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     return subprocess.run(
@@ -69,7 +68,8 @@ def test_missing_keys_and_inputs_are_one_line_errors(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "config error: unknown key 'ouptut': the config has "
-        "batch_size, convert, input, model, output, tracking_uri"
+        "batch_size, convert, input, max_member_bytes, max_total_bytes, model, output, "
+        "tracking_uri"
     )
     result = _predict(work, "model=models:/notmnist@champion", f"input={tmp_path / 'nope'}")
     assert result.returncode == 1
@@ -78,6 +78,55 @@ def test_missing_keys_and_inputs_are_one_line_errors(tmp_path: Path) -> None:
         == f"data error: input={tmp_path / 'nope'} does not exist"
     )
     assert sorted(p.name for p in work.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_an_input_that_is_not_an_image_file_fails_in_one_line_before_the_model(
+    tmp_path: Path,
+) -> None:
+    """A FIFO (before: waited forever), a link to /dev/zero (before: a MemoryError traceback)
+    and a 3 GB file (before: read whole): one line, exit code 1, before any model is looked
+    up (there is none here)."""
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    with (tmp_path / "big.png").open("wb") as handle:
+        handle.truncate(3_000_000_000)  # sparse: takes no disk
+    said = {
+        "fifo.png": "is a FIFO (named pipe), not a regular file; refused",
+        "zero.png": "is a character device (a link to /dev/zero), not a regular file; refused",
+        "big.png": "is 3,000,000,000 bytes, over the limit of 67,108,864 bytes for one image",
+    }
+    for name, message in said.items():
+        result = _predict(tmp_path, "model=models:/none@champion", f"input={tmp_path / name}")
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert (
+            result.stderr.strip()
+            .splitlines()[-1]
+            .startswith(f"data error: input={tmp_path / name} {message}")
+        )
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_no_readable_image_exits_1_listing_the_skipped_files(
+    champion: Champion, tmp_path: Path
+) -> None:
+    """Before: 'Read 0 images', exit code 0."""
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.txt").write_text("letters to read")
+    result = _predict(
+        tmp_path, f"model=models:/{champion.name}@champion", f"input={folder}", env=champion.env()
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-3:] == [
+        "skipped empty.png: empty file",
+        "skipped notes.txt: not an image Pillow can identify",
+        f"data error: input={folder} holds no readable image (2 files skipped)",
+    ]
+    assert not (tmp_path / "predictions.csv").exists()
 
 
 @pytest.mark.slow

@@ -61,11 +61,16 @@ class Split:
 
     def digest(self) -> str:
         """SHA-256 over every pixel and label (with shapes and dtypes), not a sample of them."""
-        h = hashlib.sha256()
-        for array in (self.images, self.labels):
-            h.update(f"{array.dtype.str}{array.shape}".encode())
-            h.update(np.ascontiguousarray(array).data)
-        return h.hexdigest()
+        return arrays_digest(self.images, self.labels)
+
+
+def arrays_digest(*arrays: np.ndarray) -> str:
+    """SHA-256 over each array's dtype, shape and bytes, in order."""
+    h = hashlib.sha256()
+    for array in arrays:
+        h.update(f"{array.dtype.str}{array.shape}".encode())
+        h.update(np.ascontiguousarray(array).data)
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,8 @@ class Dataset:
 def stratified_split(labels: np.ndarray, sizes: Sequence[int], seed: int) -> tuple[np.ndarray, ...]:
     """Index arrays for consecutive splits of the given sizes, each with the class mix of the whole.
 
-    Sizes must add up to at most len(labels); the remainder is dropped.
+    Sizes must add up to at most len(labels); the remainder is dropped. Sizes too small for
+    a split by class are a DataError that names them and what to change.
     """
     from sklearn.model_selection import train_test_split
 
@@ -118,8 +124,64 @@ def stratified_split(labels: np.ndarray, sizes: Sequence[int], seed: int) -> tup
         if size == len(rest):
             take, rest = rest, rest[:0]
         else:
-            take, rest = train_test_split(
-                rest, train_size=size, stratify=labels[rest], random_state=(seed + i) % 2**32
-            )
+            _check_stratifiable(labels, labels[rest], sizes, i)
+            try:
+                take, rest = train_test_split(
+                    rest, train_size=size, stratify=labels[rest], random_state=(seed + i) % 2**32
+                )
+            except ValueError as exc:  # a condition _check_stratifiable does not know of
+                raise DataError(
+                    f"{_sizes(labels, sizes)}: cannot split them by class ({exc})"
+                ) from None
         out.append(np.sort(take))
     return tuple(out)
+
+
+def _check_stratifiable(labels: np.ndarray, rest: np.ndarray, sizes: Sequence[int], i: int) -> None:
+    """scikit-learn's conditions for taking split `i` from the `rest` labels by class, said
+    in the pipeline's terms: every class present must reach both the split and what is left
+    after it, so each side needs an image of each class, and each class two images."""
+    names = _split_names(len(sizes))
+    classes, counts = np.unique(rest, return_counts=True)
+    k, left, later = len(classes), len(rest) - sizes[i], names[i + 1 :]
+    unused = left - sum(sizes[i + 1 :])
+    shown = _sizes(labels, sizes)
+    if sizes[i] < k:
+        key = f" (data.{names[i]}_size)" if names == SPLITS else ""
+        raise DataError(
+            f"{shown}: {names[i]}={sizes[i]} is fewer than the {k} letters, and a split by "
+            f"letter gives every split each letter: ask for at least {k}{key}, or more images"
+        )
+    if left < k:
+        where = " and ".join(later) if later else ""
+        if unused:
+            where = f"{where}, {unused} unused" if where else f"{unused} unused"
+        raise DataError(
+            f"{shown}: after {names[i]}={sizes[i]}, {left} images are left ({where}), fewer "
+            f"than the {k} letters, which a split by letter needs on both sides: "
+            + (
+                f"make the sizes add up to all {len(labels)} images (fractions adding up "
+                f"to 1) or leave at least {k} unused"
+                if unused
+                else f"give {' and '.join(later)} at least {k} images each, or use more images"
+            )
+        )
+    if counts.min() < 2:
+        letter = _class_name(int(classes[counts.argmin()]))
+        raise DataError(
+            f"{shown}: only 1 image of {letter} is left for {names[i]} and the splits after "
+            f"it, and a split by letter gives every split each letter: add images of {letter}"
+        )
+
+
+def _split_names(n: int) -> tuple[str, ...]:
+    return SPLITS if n == len(SPLITS) else tuple(f"split {j + 1}" for j in range(n))
+
+
+def _sizes(labels: np.ndarray, sizes: Sequence[int]) -> str:
+    shown = ", ".join(f"{n}={s}" for n, s in zip(_split_names(len(sizes)), sizes, strict=True))
+    return f"split sizes {shown} of {len(labels)} images"
+
+
+def _class_name(label: int) -> str:
+    return CLASSES[label] if 0 <= label < len(CLASSES) else str(label)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from pipeline.stages.data.dataset import (
     Dataset,
     Split,
 )
-from pipeline.stages.data.decode import decode_pngs
+from pipeline.stages.data.decode import decode_members
 from pipeline.stages.data.download import fetch
 from pipeline.stages.data.sanitise import not_in, sanitised_split, unique_images
 
@@ -57,7 +58,7 @@ def load_notmnist(
     fractions of the distinct images. Decoded images are cached under `cache_dir` keyed by the
     source's content, so the next run with the same data skips decoding. An archive member
     or folder file over `max_member_bytes`, or a source unpacking to more than
-    `max_total_bytes`, is a DataError naming it.
+    `max_total_bytes`, is a DataError naming it, from the cache as from the source.
     """
     folder = resolve_cache_dir(cache_dir)
     if path is None:
@@ -76,7 +77,7 @@ def load_notmnist(
             log.info("Decoding %s (once: then cached in %s)", source, folder)
         return _read(fmt, source, convert, allow_pickle, caps)
 
-    pool, hit = cached_pool(folder if cache else None, entry, read)
+    pool, hit = cached_pool(folder if cache else None, entry, read, _within(caps))
     log.info(
         "Data: %d images from %s (%s%s)", len(pool.labels), source, fmt, ", cached" if hit else ""
     )
@@ -139,10 +140,12 @@ def load_holdout(
     dropped, as in training splits."""
     fmt, source = locate(Path(path).expanduser(), format)
     digest = _source_digest(fmt, source)
+    caps = (max_member_bytes, max_total_bytes)
     pool, _ = cached_pool(
         resolve_cache_dir(cache_dir),
         cache_key([fmt, digest, convert]),
-        lambda: _read(fmt, source, convert, allow_pickle, (max_member_bytes, max_total_bytes)),
+        lambda: _read(fmt, source, convert, allow_pickle, caps),
+        _within(caps),
     )
     _check_letters(pool.labels, source)
     kept, _, _ = unique_images(pool.images, pool.labels)
@@ -155,6 +158,7 @@ def locate(path: Path, format: str) -> tuple[str, Path]:
         return sources.detect(path)
     if not path.exists():
         raise DataError(f"data.path={path} does not exist")
+    sources.check_kind(path, f"data.path={path}")
     if format == "folder" or path.is_file():
         return format, path
     found = [p for fmt, p in sources.candidates(path) if fmt == format]
@@ -173,17 +177,27 @@ def _source_digest(fmt: str, source: Path) -> str:
     return file_digest(source)
 
 
+def _within(caps: tuple[int, int]) -> Callable[[Pool], bool]:
+    """Whether a cached pool's source fits the caps: when it does not, the source is read
+    again, which refuses it exactly as the first read would have with these caps."""
+    return lambda pool: not pool.extent.exceeds(*caps)
+
+
 def _read(fmt: str, source: Path, convert: bool, allow_pickle: bool, caps: tuple[int, int]) -> Pool:
     if fmt == "idx":
         images, labels = sources.read_idx(source, max_total_bytes=caps[1])
-        return _checked_arrays(images, labels, source, convert)
-    if fmt == "pickle":
+        pool = _checked_arrays(images, labels, source, convert)
+        # what read_idx checks against the cap: each file's size as its header declares it
+        pool.extent = sources.Extent(max(images.nbytes + 16, labels.nbytes + 8))
+        return pool
+    if fmt == "pickle":  # not capped: a pickle is only read when trusted (data.allow_pickle)
         images, labels = sources.read_pickle(source, allow_pickle)
         return _checked_arrays(images, labels, source, convert)
     read = sources.read_tar if fmt == "tar" else sources.read_folder
-    blobs = read(source, *caps)
-    blobs = blobs.sorted()
-    return decode_pngs(blobs.data, blobs.labels, blobs.names, convert)
+    extent = sources.Extent()
+    members = read(source, *caps, extent=extent)
+    decoded = decode_members(members, convert, order=sources.letter_order)
+    return Pool(decoded.images, decoded.labels, decoded.skipped, decoded.converted, extent)
 
 
 def _checked_arrays(images: np.ndarray, labels: np.ndarray, source: Path, convert: bool) -> Pool:

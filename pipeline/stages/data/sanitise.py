@@ -107,6 +107,14 @@ def sanitised_split(
         valid = _drop_near(images, valid, [train], near_duplicate_rmsd)
         test = _drop_near(images, test, [train, valid], near_duplicate_rmsd)
         near = {"valid": len(parts[1]) - len(valid), "test": len(parts[2]) - len(test)}
+        for name, left in (("valid", valid), ("test", test)):
+            if not len(left):
+                raise DataError(
+                    f"data.near_duplicate_rmsd={near_duplicate_rmsd:g} empties the {name} split: "
+                    f"it removed {near['valid']} of {len(parts[1])} valid and {near['test']} of "
+                    f"{len(parts[2])} test images as near duplicates; lower it (an RMS distance "
+                    "in 0-255 pixel levels) or set it to null"
+                )
         parts = [train, valid, test]
     return Sanitised(tuple(parts), copies, conflicting, near)
 

@@ -4,20 +4,25 @@ Published forms: the original archive (`notMNIST_small.tar.gz`: a top folder wit
 PNGs) packed or unpacked, MNIST-format IDX pairs, and the course's pickle. Archives and
 gzipped files are streamed, member by member, and nothing is ever extracted to disk; what they
 unpack to is capped (one member, and the whole), so that a small crafted file cannot take all
-the memory.
+the memory. Archives and folders yield their files one at a time, for the decoder to consume
+as they come (`decode.decode_members`), so that what is held at once stays bounded too.
+Only regular files are read: a FIFO, a device or a socket is refused before it is read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import os
 import pickle
+import stat
 import tarfile
 import zlib
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, NamedTuple, cast
 
 import numpy as np
 
@@ -26,46 +31,96 @@ from pipeline.stages.data.dataset import CLASSES, DataError
 _IDX_IMAGES, _IDX_LABELS = 2051, 2049
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _PICKLE_SUFFIXES = (".pickle", ".pkl")
-# Defaults of data.max_member_bytes and data.max_total_bytes, far above real notMNIST: its
-# PNGs are under 1 KB each, and notMNIST_large unpacks to about 0.6 GB (0.4 GB as IDX).
+# Defaults of data.max_member_bytes and data.max_total_bytes (and predict's). notMNIST's PNGs
+# are under 1 KB each. The largest real source, notMNIST_large (about 530,000 images), as a
+# tar: the shared 7,000-image sample's archive unpacks to 8,377,856 bytes, 1,197 per member
+# (a 512-byte header, then a PNG of 444 bytes on average padded to 512-byte blocks), so about
+# 634 MB for 530,000; even if every PNG took the sample's largest block count (1,536 bytes
+# with its header) 814 MB. As IDX: 530,000 x 784 = 416 MB; as a folder its PNGs, 235 MB.
+# 1 GiB leaves a margin of 1.7x over the estimate (1.3x over that worst case).
 MAX_MEMBER_BYTES = 64 << 20
-MAX_TOTAL_BYTES = 4 << 30
+MAX_TOTAL_BYTES = 1 << 30
 # A pax or GNU long-name header, which tarfile reads in memory: real ones hold a path and a
 # few numbers (a few hundred bytes). tarfile keeps a run of them in memory at once, by
 # recursion, so a run too long for Python's stack is refused too.
 _MAX_HEADER_BYTES = 64 << 10
 
 
+class Member(NamedTuple):
+    """One encoded image (the file's bytes) with its letter and name, before decoding."""
+
+    data: bytes
+    label: int
+    name: str
+
+
+def letter_order(label: int, name: str) -> tuple[int, str]:
+    """The order of a training pool: by letter, then file name, so that an archive and its
+    unpacked folder give the same pool (ties keep the reading order)."""
+    return label, name.rsplit("/", 1)[-1]
+
+
 @dataclass
-class Blobs:
-    """Encoded images (file bytes) with their letters and names, before decoding."""
+class Extent:
+    """What reading a source measured, which its caps bound: the bytes it unpacked to (an
+    archive's stream, a folder's files, an IDX file's declared size) and its largest file.
+    Kept with a cached pool, so that a cache hit is refused when the caps are now lower."""
 
-    data: list[bytes] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)
+    unpacked_bytes: int = 0
+    largest_member_bytes: int = 0
 
-    def add(self, blob: bytes, label: int, name: str) -> None:
-        self.data.append(blob)
-        self.labels.append(label)
-        self.names.append(name)
+    def exceeds(self, max_member_bytes: int, max_total_bytes: int) -> bool:
+        return self.unpacked_bytes > max_total_bytes or self.largest_member_bytes > max_member_bytes
 
-    def sorted(self) -> Blobs:
-        """Ordered by letter, then file name: an archive and its unpacked folder agree."""
-        order = sorted(
-            range(len(self.names)),
-            key=lambda i: (self.labels[i], self.names[i].rsplit("/", 1)[-1]),
-        )
-        return Blobs(
-            [self.data[i] for i in order],
-            [self.labels[i] for i in order],
-            [self.names[i] for i in order],
-        )
+
+def open_regular(path: str | Path, shown: str) -> BinaryIO:
+    """`path` opened for reading, or a DataError (`shown` names it) when it is not a regular
+    file: a FIFO would make open() wait for a writer forever, a device such as /dev/zero never
+    ends. Checked before opening (a device is never opened), and again with fstat on what was
+    opened (O_NONBLOCK, so a FIFO swapped in meanwhile cannot block), so that no swap passes."""
+    try:
+        _refuse_special(Path(path).stat().st_mode, path, shown)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise DataError(f"{shown}: cannot read it ({exc.strerror})") from None
+    try:
+        _refuse_special(os.fstat(fd).st_mode, path, shown)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def check_kind(path: Path, shown: str) -> None:
+    """A DataError unless `path` is a folder or a regular file (links followed)."""
+    mode = path.stat().st_mode
+    if not stat.S_ISDIR(mode):
+        _refuse_special(mode, path, shown)
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _refuse_special(mode: int, path: str | Path, shown: str) -> None:
+    if stat.S_ISREG(mode):
+        return
+    kind = next((kind for test, kind in _KINDS if test(mode)), "not a file")
+    via = f" (a link to {Path(path).resolve()})" if Path(path).is_symlink() else ""
+    raise DataError(f"{shown} is {kind}{via}, not a regular file; refused")
 
 
 def detect(path: Path) -> tuple[str, Path]:
     """(format, the file or folder to read) for a path, or a DataError that says why not."""
     if not path.exists():
         raise DataError(f"data.path={path} does not exist")
+    check_kind(path, f"data.path={path}")
     if path.is_file():
         return _file_format(path), path
     if _letter_root(path) is not None:
@@ -187,11 +242,17 @@ def _idx_array(path: Path, magic: int, ndim: int, max_bytes: int) -> np.ndarray:
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
-def _open_maybe_gzip(path: Path) -> BinaryIO:
-    """The file, or its gunzipped content, to read in chunks."""
-    with path.open("rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gzipped else path.open("rb")  # type: ignore[return-value]
+@contextlib.contextmanager
+def _open_maybe_gzip(path: Path) -> Iterator[BinaryIO]:
+    """The file, or its gunzipped content, to read in chunks (a regular file only)."""
+    with open_regular(path, str(path)) as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
+        handle.seek(0)
+        if not gzipped:
+            yield handle
+            return
+        with gzip.GzipFile(fileobj=handle, mode="rb") as unpacked:
+            yield cast(BinaryIO, unpacked)
 
 
 def _read(path: Path, handle: BinaryIO, size: int) -> bytes:
@@ -267,18 +328,20 @@ def read_folder(
     max_member_bytes: int = MAX_MEMBER_BYTES,
     max_total_bytes: int = MAX_TOTAL_BYTES,
     labelled: bool = True,
-) -> Blobs:
+    extent: Extent | None = None,
+) -> Iterator[Member]:
     """Every file under root/A ... root/J, in sorted order; other entries are ignored.
     Unlabelled (for prediction): every file anywhere under root, named by its relative path.
 
     As in an archive, a link that leads out of the folder is refused, and so is a file over
-    `max_member_bytes` or files adding up to more than `max_total_bytes`.
+    `max_member_bytes` (its size from fstat, before reading), files adding up to more than
+    `max_total_bytes`, or what is not a regular file when opened. Files are yielded one at a
+    time; `extent`, if given, is updated as they are read.
     os.scandir and open() rather than pathlib: half the time per file, which matters at
     half a million files.
     """
-    blobs = Blobs()
     inside = root.resolve()
-    total = 0
+    extent = extent if extent is not None else Extent()
     files: list[tuple[int, str, bool]] = []  # (label, path shown, is a link)
     if labelled:
         for label, letter in enumerate(CLASSES):
@@ -291,19 +354,22 @@ def read_folder(
         file = os.path.join(root, shown)  # noqa: PTH118
         if link:
             _check_link(root, inside, Path(file), shown)
-        with open(file, "rb") as handle:  # noqa: PTH123
+        with open_regular(file, f"{root}: {shown!r}") as handle:
             size = os.fstat(handle.fileno()).st_size  # read(cap) would allocate cap bytes
-            blob = handle.read(min(size, max_member_bytes) + 1)
+            if size > max_member_bytes:
+                raise DataError(_too_big(root, "file", shown, max_member_bytes, size))
+            blob = handle.read(size + 1)  # one more: a file that grew is caught below
         if len(blob) > max_member_bytes:
             raise DataError(_too_big(root, "file", shown, max_member_bytes))
-        total += len(blob)
-        if total > max_total_bytes:
+        extent.unpacked_bytes += len(blob)
+        extent.largest_member_bytes = max(extent.largest_member_bytes, len(blob))
+        if extent.unpacked_bytes > max_total_bytes:
             raise DataError(
                 f"{root}: its files add up to more than {max_total_bytes:,} bytes, the "
                 f"limit of data.max_total_bytes (reached at {shown!r})"
             )
-        blobs.add(blob, label, shown)
-    return blobs
+        yield Member(blob, label, shown)
+        del blob  # not held while the next file is read
 
 
 def _files_in(folder: Path) -> list[tuple[str, bool]]:
@@ -353,17 +419,19 @@ def read_tar(
     max_member_bytes: int = MAX_MEMBER_BYTES,
     max_total_bytes: int = MAX_TOTAL_BYTES,
     labelled: bool = True,
-) -> Blobs:
+    extent: Extent | None = None,
+) -> Iterator[Member]:
     """Every regular file in a `<top>/<letter>/<file>` or `<letter>/<file>` member of the archive;
     unlabelled (for prediction), every regular file, whatever its folders.
 
-    The archive is streamed: decompressed in chunks and read one member at a time. A member
-    whose header declares more than `max_member_bytes` is refused unread, no more of one is
-    read than its header declares, and all together no further than `max_total_bytes`.
-    Every member is checked first: a link, a device or a path that would leave the folder it
-    unpacks into is refused, as `tar -x` of it would be unsafe.
+    The archive is streamed: decompressed in chunks and read one member at a time, each
+    yielded as it is read. A member whose header declares more than `max_member_bytes` is
+    refused unread, no more of one is read than its header declares, and all together no
+    further than `max_total_bytes`. Every member is checked first: a link, a device or a path
+    that would leave the folder it unpacks into is refused, as `tar -x` of it would be unsafe.
+    `extent`, if given, is updated as the archive is read.
     """
-    blobs = Blobs()
+    extent = extent if extent is not None else Extent()
     with _open_maybe_gzip(path) as handle:
         stream = _Capped(path, handle, max_total_bytes)
         try:
@@ -376,22 +444,22 @@ def read_tar(
             ) as archive:
                 for member in archive:
                     _check_member(path, member)
-                    if member.isfile() and member.size > max_member_bytes:
-                        raise DataError(
-                            _too_big(path, "member", member.name, max_member_bytes, member.size)
-                        )
+                    if member.isfile():
+                        if member.size > max_member_bytes:
+                            raise DataError(
+                                _too_big(path, "member", member.name, max_member_bytes, member.size)
+                            )
+                        extent.largest_member_bytes = max(extent.largest_member_bytes, member.size)
                     if archive.offset > max_total_bytes:  # the end of this member's data
                         raise DataError(_too_much(path, max_total_bytes, member.name))
                     stream.member = member.name
+                    extent.unpacked_bytes = stream.total
                     letter = _letter_of(member) if labelled else None
                     if letter is None and (labelled or not member.isfile()):
                         continue
-                    content = archive.extractfile(member)
-                    blob = content.read(member.size + 1) if content else b""  # <= the cap + 1
-                    if len(blob) != member.size:  # the header says how much data follows
-                        raise DataError(f"{path}: member {member.name!r} is truncated")
                     label = CLASSES.index(letter) if letter is not None else 0
-                    blobs.add(blob, label, member.name)
+                    yield Member(_member_data(path, archive, member), label, member.name)
+                extent.unpacked_bytes = stream.total
         except _HugeHeaderError as exc:
             raise DataError(
                 f"{path}: member {exc.name!r} is a {exc.size:,}-byte extended header; refused"
@@ -403,7 +471,25 @@ def read_tar(
             ) from None
         except tarfile.TarError as exc:
             raise DataError(f"{path}: not a readable tar archive ({exc})") from None
-    return blobs
+
+
+def _member_data(path: Path, archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """A member's bytes. A large one is read a chunk at a time into one buffer: tarfile's
+    stream reads a single read() through lists of chunks and joins, four copies at once."""
+    content = archive.extractfile(member)
+    if content is None or member.size <= _TAR_CHUNK:
+        blob = content.read(member.size + 1) if content else b""  # <= the cap + 1
+    else:
+        buffer = bytearray(member.size)
+        got = 0
+        while got < member.size and (chunk := content.read(_TAR_CHUNK)):
+            buffer[got : got + len(chunk)] = chunk
+            got += len(chunk)
+        blob = bytes(memoryview(buffer)[:got])
+        del buffer
+    if len(blob) != member.size:  # the header says how much data follows
+        raise DataError(f"{path}: member {member.name!r} is truncated")
+    return blob
 
 
 def _check_member(archive: Path, member: tarfile.TarInfo) -> None:

@@ -94,3 +94,18 @@ def png_declaring(width: int, height: int) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
     )
+
+
+def write_tar_of_zeros(path: Path, names: list[str], mib_each: int) -> Path:
+    """A .tar.gz whose members `names` each hold `mib_each` MiB of zero bytes, written as
+    concatenated gzip members like `write_gzip_of_zeros`: never held whole."""
+    zeros = gzip.compress(bytes(1 << 20))
+    with path.open("wb") as out:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = mib_each << 20
+            out.write(gzip.compress(info.tobuf()))
+            for _ in range(mib_each):
+                out.write(zeros)
+        out.write(gzip.compress(bytes(1024)))  # the end-of-archive marker
+    return path

@@ -13,15 +13,17 @@ from make_sources import (
     letters,
     png,
     png_declaring,
+    tar_files,
     write_folder,
     write_gzip_of_zeros,
     write_idx,
+    write_tar,
 )
 
 from pipeline.stages.data import DataError
-from pipeline.stages.data.decode import decode_pngs
+from pipeline.stages.data.decode import decode_members
 from pipeline.stages.data.notmnist import load_notmnist
-from pipeline.stages.data.sources import read_idx, read_tar
+from pipeline.stages.data.sources import Member, letter_order, read_idx, read_tar
 
 SAMPLE_TAR = SHARED_SAMPLE / "notMNIST_sample.tar.gz"
 SAMPLE_IDX = SHARED_SAMPLE / "images-idx3-ubyte.gz"
@@ -160,7 +162,9 @@ def test_second_load_comes_from_the_cache(folder: Path, tmp_path: Path) -> None:
     assert not _load(folder, tmp_path).report.from_cache  # content changed: new entry
 
 
-@pytest.mark.parametrize("damage", ["truncated", "flipped byte", "bad json", "wrong count"])
+@pytest.mark.parametrize(
+    "damage", ["truncated", "flipped byte", "bad json", "wrong count", "labels shifted"]
+)
 def test_damaged_cache_entry_is_rebuilt(
     damage: str, folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -175,13 +179,42 @@ def test_damaged_cache_entry_is_rebuilt(
         arrays.write_bytes(raw)
     elif damage == "bad json":
         meta.write_text('{"skipped": [')
-    else:
+    elif damage == "wrong count":
         meta.write_text(meta.read_text().replace('"n": 60', '"n": 59'))
+    else:  # a whole, well-formed entry with every label one off: only the SHA-256 tells
+        with np.load(arrays) as stored:
+            images, labels = stored["images"], stored["labels"]
+        np.savez(arrays, images=images, labels=(labels + 1) % 10)
     again = _load(folder, tmp_path)
     assert not again.report.from_cache
     assert again.digest() == first.digest()
     assert f"Cache entry {arrays} is damaged" in caplog.text
     assert _load(folder, tmp_path).report.from_cache  # rebuilt in place
+
+
+@pytest.mark.parametrize("form", ["folder", "tar", "idx"])
+def test_caps_hold_on_a_cache_hit(form: str, tmp_path: Path) -> None:
+    """A source cached under the default caps is refused under lower ones with the error a
+    fresh read gives (before: the cached pool was used, whatever the caps)."""
+    images, labels = letters(n_per_letter=3)
+    if form == "folder":
+        path = write_folder(tmp_path / "f", images, labels)
+    elif form == "tar":
+        path = write_tar(tmp_path / "t.tar.gz", tar_files(images, labels))
+    else:
+        path = write_idx(tmp_path / "idx", images, labels)
+    sizes = {"train_size": 10, "valid_size": 10, "test_size": 10}
+    assert not _load(path, tmp_path, **sizes).report.from_cache
+    assert _load(path, tmp_path, **sizes).report.from_cache
+    caps = [{"max_total_bytes": 1000}] + ([{"max_member_bytes": 100}] if form != "idx" else [])
+    for cap in caps:
+        with pytest.raises(DataError) as fresh:
+            _load(path, tmp_path, cache=False, **sizes, **cap)
+        with pytest.raises(DataError) as hit:
+            _load(path, tmp_path, **sizes, **cap)
+        assert str(hit.value) == str(fresh.value)
+        assert "data.max_" in str(hit.value)
+    assert _load(path, tmp_path, **sizes).report.from_cache  # the entry is still good
 
 
 def test_unwritable_cache_dir_warns_and_goes_on(
@@ -206,7 +239,10 @@ def test_decoding_keeps_order_past_a_bad_batch() -> None:
     images, labels = letters(n_per_letter=120)  # 1200 images: several decode batches
     blobs = [png(im) for im in images]
     blobs[700] = blobs[700][:40]  # truncated: its batch falls back to Pillow
-    pool = decode_pngs(blobs, labels.tolist(), [f"{i}.png" for i in range(1200)])
+    pool = decode_members(
+        Member(blob, int(label), f"{i}.png")
+        for i, (blob, label) in enumerate(zip(blobs, labels, strict=True))
+    )
     keep = np.r_[0:700, 701:1200]
     np.testing.assert_array_equal(pool.images, images[keep])
     np.testing.assert_array_equal(pool.labels, labels[keep])
@@ -216,8 +252,7 @@ def test_decoding_keeps_order_past_a_bad_batch() -> None:
 @needs_sample
 def test_real_sample_idx_and_tar_hold_the_same_images() -> None:
     idx_images, idx_labels = read_idx(SAMPLE_IDX)
-    blobs = read_tar(SAMPLE_TAR).sorted()
-    pool = decode_pngs(blobs.data, blobs.labels, blobs.names)
+    pool = decode_members(read_tar(SAMPLE_TAR), order=letter_order)
     assert pool.skipped == []
     order = np.lexsort((np.arange(len(idx_labels)), idx_labels))  # by letter, then file number
     np.testing.assert_array_equal(pool.images, idx_images[order])
@@ -226,12 +261,20 @@ def test_real_sample_idx_and_tar_hold_the_same_images() -> None:
 
 
 @needs_sample
-@pytest.mark.parametrize("source", [SAMPLE_TAR, SAMPLE_IDX])
-def test_real_sample_splits_do_not_overlap(source: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("source", "digest"),
+    [
+        (SAMPLE_TAR, "11451d3b7da3822981b0850aa5f3084afd50b02a8184e45737ba0f7fa0059611"),
+        (SAMPLE_IDX, "c67d65bf3e9e68d9023ea5b2489ea1092e6074feb77d9493e2cd4440844273cf"),
+    ],
+)
+def test_real_sample_splits_do_not_overlap(source: Path, digest: str, tmp_path: Path) -> None:
     data = _load(source, tmp_path, train_size=0.8, valid_size=0.1, test_size=0.1)
     assert data.report.exact_duplicates_removed == 124  # as the sample's README says
     assert sum(len(s) for _, s in data.splits()) == 7000 - 124
     _assert_disjoint(data)
+    # the default splits' digest, as before archives were decoded while read (and since)
+    assert data.digest() == digest
 
 
 @needs_sample

@@ -1,6 +1,6 @@
-"""`python -m pipeline`: train one run (see `pipeline.cli.train`)."""
+"""`python -m pipeline <command> ...`: the same as `notmnist <command> ...` (`cli.main`)."""
 
-from pipeline.cli.train import main
+from pipeline.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -38,11 +38,12 @@ ENDLESS = (*TINY, "train.epochs=100000", "train.early_stopping.enabled=false")
 
 
 def cli(
-    *args: str, module: str = "pipeline", env: dict[str, str] | None = None, timeout: float = 900
+    *args: str, env: dict[str, str] | None = None, timeout: float = 900
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m <module> args...` from the project root, as a user runs it."""
+    """`python -m pipeline args...` (`notmnist args...`) from the project root, as a user runs
+    it: the command first (`cli("reproduce", run_id)`), none to train."""
     return subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [sys.executable, "-m", "pipeline", *args],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,

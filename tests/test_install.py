@@ -105,7 +105,7 @@ def test_wheel_installs_and_trains_from_an_unrelated_folder(tmp_path: Path) -> N
     assert str(PROJECT_ROOT) not in where
 
     done = subprocess.run(
-        [bin_dir / "notmnist-train", *_ONE_EPOCH],
+        [bin_dir / "notmnist", *_ONE_EPOCH],
         cwd=work,
         env=env,
         capture_output=True,

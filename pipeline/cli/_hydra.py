@@ -1,22 +1,61 @@
-"""What every Hydra entry point does before Hydra parses its command line."""
+"""Commands whose settings Hydra composes from conf/: the one way they hand Hydra their
+arguments and get its errors back as the project's one-line config errors."""
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from pipeline.config import ConfigError, check_override_keys
+from pipeline.config import ConfigError, check_override_keys, config_dir
+from pipeline.config.compose import one_line
+
+T = TypeVar("T")
 
 
-def checked_main(hydra_main: Callable[[], Any], schema: type[BaseModel] | None = None) -> None:
-    """Reject unknown `key=value` overrides in one line naming the allowed keys (exit 2;
-    Hydra refuses them too, but without saying what is allowed), then run `hydra_main`."""
+def run_hydra(
+    config: str,
+    task: Callable[[Any], T],
+    args: Sequence[str],
+    schema: type[BaseModel] | None = None,
+    check: Callable[[Sequence[str]], None] | None = None,
+) -> T | None:
+    """Compose `conf/<config>.yaml` with `args` as Hydra's command line and run `task` on it
+    (once, or per job of a `-m` sweep); returns what `task` returned (None for a sweep).
+
+    Unknown keys and options are refused first in one line naming what is allowed (Hydra
+    refuses them too, without saying what is); Hydra's own errors (an option that does not
+    exist, a key of another option) come back as ConfigError, exit 2, not as Hydra's
+    multi-line report with exit 1. Errors of `task` itself go to the kernel unchanged."""
+    import hydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    (check or (lambda a: check_override_keys(a, schema)))(args)
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors instead of exiting 1
+    result: list[T] = []
+    folder, _, name = config.rpartition("/")
+    path = config_dir() / folder if folder else config_dir()
+
+    raised: list[BaseException] = []
+
+    @hydra.main(version_base="1.3", config_path=str(path), config_name=name)
+    def main(cfg: Any) -> None:
+        try:
+            result.append(task(cfg))
+        except BaseException as exc:  # the kernel's to say, not Hydra's ("Error executing job")
+            raised.append(exc)
+
+    argv, sys.argv = sys.argv, [sys.argv[0], *args]
     try:
-        check_override_keys(sys.argv[1:], schema)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    hydra_main()
+        main()
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(one_line(exc)) from None
+    finally:
+        sys.argv = argv
+    if raised:
+        raise raised[0]
+    return result[0] if len(result) == 1 else None

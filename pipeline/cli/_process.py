@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 
 
 def _process_age() -> float:
@@ -96,6 +97,9 @@ def configure() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # No colour-coded progress bar each time a command downloads a model's few files.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow's INFO lines (creating a store's tables, validating an input example) are its
+    # bookkeeping, not the command's news; its warnings and errors still show.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # JAX (KERAS_BACKEND=jax) announces at INFO that this machine has no TPU.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     logging.getLogger("tensorflow").addFilter(_NoRetracingNotes())
@@ -115,7 +119,7 @@ def import_tensorflow_without_jax() -> None:
         del sys.modules["jax"]
 
 
-def exit_now(code: int | str | None) -> None:
+def exit_now(code: int | str | None) -> NoReturn:
     """Exit without TensorFlow's teardown (about 3 s of freeing what the OS frees anyway).
 
     For the end of a command only, once its runs are all recorded and ended (the recorder

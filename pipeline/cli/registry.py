@@ -1,86 +1,53 @@
-"""`python -m pipeline.registry list | promote VERSION | rollback [overrides]` (or
-`notmnist-registry`): the registered model's versions, and moving its `champion` alias by hand.
-
-    python -m pipeline.registry list                      # versions, aliases, holdout scores
-    python -m pipeline.registry promote 3                 # version 3 becomes champion
-    python -m pipeline.registry rollback                  # the previous champion is back
-    python -m pipeline.registry list registry.model_name=other tracking.uri=http://host:5000
-
-Overrides are those of `python -m pipeline.retrain` (conf/retrain.yaml). `promote` and
-`rollback` take the retrain lock and are recorded as runs in the `retraining` experiment.
-Exit codes: 0 done, 1 refused or failed, 2 bad command or config, 3 locked out.
-"""
+"""`notmnist registry list | promote VERSION | rollback [retrain's settings]`: the registered
+model's versions, and moving its `champion` alias by hand (under the retrain lock, each move
+an audit run in the `retraining` experiment)."""
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 
-from pipeline.cli import _process
+from pipeline.config import ConfigError, RetrainAppConfig, check_override_keys, validate_retrain
+from pipeline.config.compose import compose_tree
 
-_process.configure()
+ACTIONS = ("list", "promote", "rollback")
 
-from hydra import compose, initialize_config_dir  # noqa: E402 - after the process settings
-from omegaconf import OmegaConf  # noqa: E402
 
-from pipeline.config import (  # noqa: E402
-    ConfigError,
-    RetrainAppConfig,
-    check_override_keys,
-    config_dir,
-    validate_retrain,
-)
+def run(args: list[str]) -> int:
+    words = [a for a in args if "=" not in a]
+    overrides = [a for a in args if "=" in a]
+    action = words[0] if words else None
+    if action not in ACTIONS:
+        raise ConfigError(f"registry takes {' | '.join(ACTIONS)}, got {action!r}")
+    version = None
+    if action == "promote":
+        if len(words) != 2 or not words[1].isdecimal():
+            raise ConfigError("registry promote takes the version to promote: promote VERSION")
+        version = words[1]
+    elif len(words) > 1:
+        raise ConfigError(f"registry {action} takes no {' '.join(words[1:])!r}")
+    settings = load_settings(overrides)
+    if action == "list":
+        return _list(settings)
+
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.errors import RegistryError
+    from pipeline.jobs.retraining import manual, outcome_error
+
+    try:
+        outcome = manual(settings, action, version)
+    except MlflowException as exc:  # an unknown version or model, named by MLflow
+        raise RegistryError(str(exc.message).strip().splitlines()[0]) from None
+    if error := outcome_error(outcome):
+        raise error
+    print(f"{action}: {outcome.line()}")
+    return 0
 
 
 def load_settings(overrides: Sequence[str]) -> RetrainAppConfig:
     """conf/retrain.yaml with the overrides, validated (the data source is not needed)."""
     check_override_keys(overrides, RetrainAppConfig)
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="retrain", overrides=list(overrides))
-    return validate_retrain(OmegaConf.to_container(cfg, resolve=True))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.registry", description=(__doc__ or "").splitlines()[0]
-    )
-    parser.add_argument("command", choices=["list", "promote", "rollback"])
-    parser.add_argument("args", nargs="*", help="promote: VERSION; then key=value overrides")
-    ns = parser.parse_args(argv)
-    version = None
-    overrides = list(ns.args)
-    if ns.command == "promote":
-        if not overrides or "=" in overrides[0] or not overrides[0].isdigit():
-            print("usage: python -m pipeline.registry promote VERSION [overrides]", file=sys.stderr)
-            return 2
-        version = overrides.pop(0)
-    try:
-        settings = load_settings(overrides)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # Hydra's own override errors (a group that does not exist)
-        print(f"config error: {exc}".splitlines()[0], file=sys.stderr)
-        return 2
-    if ns.command == "list":
-        return _list(settings)
-
-    from mlflow.exceptions import MlflowException
-
-    from pipeline.jobs.retraining import manual
-
-    try:
-        outcome = manual(settings, ns.command, version)
-    except MlflowException as exc:  # an unknown version or model, named by MLflow
-        print(f"registry error: {exc.message}".splitlines()[0], file=sys.stderr)
-        return 1
-    print(
-        f"{ns.command}: {outcome.decision}: {outcome.reason} "
-        f"(champion {outcome.champion_before} -> {outcome.champion_after}; "
-        f"audit run {outcome.audit_run_id})"
-    )
-    return outcome.exit_code
+    return validate_retrain(compose_tree("retrain", overrides))
 
 
 def _list(settings: RetrainAppConfig) -> int:
@@ -90,9 +57,9 @@ def _list(settings: RetrainAppConfig) -> int:
     from mlflow.tracking import MlflowClient
 
     from pipeline.tracking.registry import table
-    from pipeline.tracking.store import resolve_tracking_uri
+    from pipeline.tracking.store import reach
 
-    uri = resolve_tracking_uri(settings.tracking.uri)
+    uri = reach(settings.tracking.uri, settings.tracking.timeout_seconds, settings.tracking.retries)
     name = settings.registry.model_name
     rows = table(MlflowClient(uri, registry_uri=uri), name)
     if not rows:
@@ -101,8 +68,3 @@ def _list(settings: RetrainAppConfig) -> int:
     print(f"model {name!r} in {uri}")
     print(pd.DataFrame([asdict(r) for r in rows]).to_string(index=False))
     return 0
-
-
-def run() -> None:
-    """The console script."""
-    raise SystemExit(main())

@@ -1,36 +1,26 @@
-"""`python -m pipeline.retrain data=notmnist data.path=<source> retrain.holdout.path=<holdout>`
-(or `notmnist-retrain`): one retraining attempt, idempotent and locked, so cron may call it
-as often as it likes.
-
-Exit codes: 0 promoted, kept or skipped; 1 failed; 2 config error; 3 locked out (another
-attempt for the same registered model holds the lock). Each attempt is one run in the
-`retraining` experiment.
-"""
+"""`notmnist retrain data=notmnist data.path=<source> retrain.holdout.path=<holdout>`: one
+retraining attempt, idempotent and locked, so cron may call it as often as it likes. Each
+attempt is one run in the `retraining` experiment."""
 
 from __future__ import annotations
 
 import logging
 import signal
-import sys
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline.cli import _process
-from pipeline.cli._hydra import checked_main
-
-_process.configure()
-
-import hydra  # noqa: E402 - after the process settings, which must precede these imports
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from pipeline.config import (  # noqa: E402
-    ConfigError,
-    RetrainAppConfig,
-    config_dir,
-    validate_retrain,
-)
-from pipeline.config.schema import NotMnistDataConfig  # noqa: E402
+from pipeline.cli._hydra import run_hydra
+from pipeline.config import ConfigError, RetrainAppConfig, validate_retrain
+from pipeline.config.schema import NotMnistDataConfig
 
 log = logging.getLogger("pipeline")
+
+
+def run(args: list[str]) -> int:
+    run_hydra("retrain", _job, args, RetrainAppConfig)
+    return 0
 
 
 def settings(cfg: DictConfig) -> RetrainAppConfig:
@@ -49,41 +39,22 @@ def settings(cfg: DictConfig) -> RetrainAppConfig:
     return settings
 
 
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="retrain")
-def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        retrain_cfg = settings(cfg)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+def _job(cfg: DictConfig) -> None:
+    retrain_cfg = settings(cfg)
     overrides = list(HydraConfig.get().overrides.task)
 
-    from pipeline.jobs.retraining import EXIT_FAILED, retrain
-    from pipeline.stages.data.dataset import DataError
+    from pipeline.jobs.retraining import outcome_error, retrain
     from pipeline.tracking.runs import raise_interrupt
 
     # SIGTERM (a scheduler stopping the job) ends the audit run KILLED, as Ctrl-C does
     signal.signal(signal.SIGTERM, raise_interrupt)
-    try:
-        outcome = retrain(
-            retrain_cfg,
-            overrides,
-            started=_process.STARTED,
-            # TensorFlow only when a challenger is trained: a skip (most cron calls) is quick
-            before_training=_process.import_tensorflow_without_jax,
-        )
-    except DataError as exc:  # bad input: the audit run is already marked FAILED
-        print(f"data error: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_FAILED) from None
-    print(
-        f"retrain: {outcome.decision}: {outcome.reason} "
-        f"(champion {outcome.champion_before} -> {outcome.champion_after}; "
-        f"audit run {outcome.audit_run_id})"
+    outcome = retrain(
+        retrain_cfg,
+        overrides,
+        started=_process.STARTED,
+        # TensorFlow only when a challenger is trained: a skip (most cron calls) is quick
+        before_training=_process.import_tensorflow_without_jax,
     )
-    if outcome.exit_code:
-        raise SystemExit(outcome.exit_code)
-
-
-def main() -> None:
-    """The console script: reject unknown keys with the allowed ones named, then run Hydra."""
-    checked_main(_hydra_main, RetrainAppConfig)
+    if error := outcome_error(outcome):
+        raise error
+    print(f"retrain: {outcome.line()}", flush=True)

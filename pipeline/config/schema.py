@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from pipeline.config.paths import config_dir
+from pipeline.errors import ConfigError as ConfigError  # re-exported: the config's own error
 
 # Strict types: `train.seed=true` is not the seed 1, `data.cache=1` is not true, and a quoted
 # `'3'` is not a number (an int is still a float: `learning_rate=1` is 1.0).
@@ -49,10 +50,6 @@ def _not_bool(value: Any) -> Any:
 _M = TypeVar("_M", bound=BaseModel)
 
 
-class ConfigError(ValueError):
-    """A config value is unknown, of the wrong type or out of range."""
-
-
 class _Section(BaseModel):
     # inf and nan pass `ge`/`gt` checks and then crash Keras or train to NaN: refused
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -61,19 +58,29 @@ class _Section(BaseModel):
 class SyntheticDataConfig(_Section):
     """Letters rendered from matplotlib's bundled fonts (`pipeline.stages.data.synthetic`)."""
 
-    source: Literal["synthetic"]
-    train_size: PositiveInt
-    valid_size: PositiveInt
-    test_size: PositiveInt
-    seed: Seed
-    fonts: Annotated[tuple[str, ...], Field(min_length=1)]
-    max_rotation_deg: Annotated[float, Field(strict=True, ge=0.0, le=45.0)]
-    max_shear: Annotated[float, Field(strict=True, ge=0.0, le=1.0)]
-    min_scale: Annotated[float, Field(strict=True, gt=0.0, le=1.0)]
-    max_shift: NonNegative
-    noise_std: NonNegative
-    cache: Bool
-    cache_dir: str | None
+    source: Literal["synthetic"] = Field(description="the data group's kind (data=<option>)")
+    train_size: PositiveInt = Field(description="training images")
+    valid_size: PositiveInt = Field(description="validation images (early stopping, ranking)")
+    test_size: PositiveInt = Field(description="test images (the reported accuracy)")
+    seed: Seed = Field(description="rendering seed: the same seed gives the same bytes")
+    fonts: Annotated[tuple[str, ...], Field(min_length=1)] = Field(
+        description="faces under matplotlib's mpl-data/fonts/ttf to draw A-J with"
+    )
+    max_rotation_deg: Annotated[float, Field(strict=True, ge=0.0, le=45.0)] = Field(
+        description="each letter is rotated by up to +- this many degrees"
+    )
+    max_shear: Annotated[float, Field(strict=True, ge=0.0, le=1.0)] = Field(
+        description="and sheared by up to this much"
+    )
+    min_scale: Annotated[float, Field(strict=True, gt=0.0, le=1.0)] = Field(
+        description="and stretched to between this and all of the frame, per axis"
+    )
+    max_shift: NonNegative = Field(description="and shifted by up to this many pixels")
+    noise_std: NonNegative = Field(description="Gaussian pixel noise (0-255 levels)")
+    cache: Bool = Field(description="keep rendered images (the same bytes either way)")
+    cache_dir: str | None = Field(
+        description="the cache's folder (null: $PIPELINE_CACHE_DIR, else <project>/.cache/data)"
+    )
 
 
 def _count_or_fraction(value: int | float) -> int | float:
@@ -83,32 +90,53 @@ def _count_or_fraction(value: int | float) -> int | float:
 
 
 SplitSize = Annotated[Int | Float, AfterValidator(_count_or_fraction)]
+SourceFormat = Literal["auto", "tar", "folder", "idx", "pickle"]  # how a notMNIST source is read
 
 
 class NotMnistDataConfig(_Section):
     """Real notMNIST from a file, a folder or a download (`pipeline.stages.data.notmnist`)."""
 
-    source: Literal["notmnist"]
-    path: str | None
-    format: Literal["auto", "tar", "folder", "idx", "pickle"]
-    url: str | None
-    expected_size: PositiveInt | None
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None
-    allow_pickle: Bool
-    convert: Bool
-    train_size: SplitSize
-    valid_size: SplitSize
-    test_size: SplitSize
-    seed: Seed
-    near_duplicate_rmsd: NonNegative | None
-    cache: Bool
-    cache_dir: str | None
-    max_member_bytes: PositiveInt
-    max_total_bytes: PositiveInt
-    # a frozen evaluation set (retraining's holdout): training-source images with exactly its
-    # pixels are dropped before the split, and counted, so no holdout image is trained on
-    exclude_path: str | None = None
-    exclude_format: Literal["auto", "tar", "folder", "idx", "pickle"] = "auto"
+    source: Literal["notmnist"] = Field(description="the data group's kind (data=<option>)")
+    path: str | None = Field(
+        description="a .tar.gz of A/ ... J/ PNG folders or its unpacked folder, an "
+        "*images-idx3-ubyte[.gz] file (labels beside it), a folder holding one of these, or "
+        "the course's .pickle"
+    )
+    format: SourceFormat = Field(description="how to read data.path (auto: from what it is)")
+    url: str | None = Field(description="download this instead of reading data.path (cached)")
+    expected_size: PositiveInt | None = Field(description="bytes the download must have")
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = Field(
+        description="and its SHA-256, when known"
+    )
+    allow_pickle: Bool = Field(
+        description="read a .pickle (loading one runs whatever code it holds: only your own)"
+    )
+    convert: Bool = Field(
+        description="images not 28x28 greyscale: converted (true) or an error (false)"
+    )
+    train_size: SplitSize = Field(description="a count (>= 1) or a fraction (< 1) of the images")
+    valid_size: SplitSize = Field(description="likewise, for validation")
+    test_size: SplitSize = Field(description="likewise, for the test split")
+    seed: Seed = Field(description="the split's seed")
+    near_duplicate_rmsd: NonNegative | None = Field(
+        description="also drop valid/test images within this RMS pixel distance (0-255) of a "
+        "training image (null: exact duplicates only)"
+    )
+    cache: Bool = Field(description="keep decoded images, keyed by the source's content")
+    cache_dir: str | None = Field(
+        description="the cache's folder (null: $PIPELINE_CACHE_DIR, else <project>/.cache/data)"
+    )
+    max_member_bytes: PositiveInt = Field(
+        description="refuse an archive member or file bigger than this (a decompression bomb)"
+    )
+    max_total_bytes: PositiveInt = Field(
+        description="refuse a source that unpacks to more than this in all"
+    )
+    exclude_path: str | None = Field(
+        description="a frozen evaluation set: source images with exactly its pixels are "
+        "dropped before the split, and counted (set by retrain)"
+    )
+    exclude_format: SourceFormat = Field(description="how to read data.exclude_path")
 
     @model_validator(mode="after")
     def _has_source_and_room(self) -> NotMnistDataConfig:
@@ -130,104 +158,165 @@ class AugmentConfig(_Section):
     """Random training-time distortions (Keras preprocessing layers, inert at inference); all
     0 (the default) adds no layer, so the model is exactly the one without augmentation."""
 
-    shift: Annotated[float, Field(strict=True, ge=0.0, le=0.5)] = 0.0  # fraction of the image size
-    rotation_deg: Annotated[float, Field(strict=True, ge=0.0, le=180.0)] = 0.0
-    zoom: Annotated[float, Field(strict=True, ge=0.0, lt=1.0)] = 0.0  # +- fraction
+    shift: Annotated[float, Field(strict=True, ge=0.0, le=0.5)] = Field(
+        description="random shift by up to this fraction of the image, each axis (0: off)"
+    )
+    rotation_deg: Annotated[float, Field(strict=True, ge=0.0, le=180.0)] = Field(
+        description="random rotation by up to +- this many degrees (0: off)"
+    )
+    zoom: Annotated[float, Field(strict=True, ge=0.0, lt=1.0)] = Field(
+        description="random zoom by up to +- this fraction (0: off)"
+    )
 
 
 class ModelConfig(_Section):
     """Dense + ReLU + Dropout stack; `hidden_units: []` is multinomial logistic regression."""
 
-    name: str
-    hidden_units: tuple[PositiveInt, ...]
-    dropout_rate: Fraction
+    name: str = Field(description="the network's name (Keras, MLflow's model page)")
+    hidden_units: tuple[PositiveInt, ...] = Field(
+        description="ReLU units per hidden layer ([]: logistic regression, 7850 parameters)"
+    )
+    dropout_rate: Fraction = Field(
+        description="fraction of each hidden layer's units dropped while training"
+    )
     # Keras computes the penalty in float32: a beta past its range (1e300) cannot even be
     # built, and far below that every weight is pushed to 0 at once; 100 is past any use.
-    l2_beta: Annotated[float, Field(strict=True, ge=0.0, le=100.0)]
-    augment: AugmentConfig = AugmentConfig()
+    l2_beta: Annotated[float, Field(strict=True, ge=0.0, le=100.0)] = Field(
+        description="L2 on every kernel: loss + beta/2 * ||W||^2"
+    )
+    augment: AugmentConfig = Field(description="training-time distortions (model/augment=)")
 
 
 class LearningRateDecay(_Section):
     """Exponential decay `lr * rate ** (step / steps)`; rate 1.0 keeps the rate constant."""
 
-    rate: Annotated[float, Field(strict=True, gt=0.0, le=1.0)]
-    steps: PositiveInt
-    staircase: Bool
+    rate: Annotated[float, Field(strict=True, gt=0.0, le=1.0)] = Field(
+        description="lr * rate ** (step / steps); 1.0 keeps the rate constant"
+    )
+    steps: PositiveInt = Field(description="training steps per decay by `rate`")
+    staircase: Bool = Field(description="decay in whole steps of `steps`, not smoothly")
 
 
 class EarlyStoppingConfig(_Section):
-    enabled: Bool
-    monitor: Literal["val_loss", "val_accuracy", "loss", "accuracy"]
-    patience: NonNegativeInt
-    min_delta: NonNegative
+    """Early termination: stop when `monitor` stops improving; the best epoch's weights stay."""
+
+    enabled: Bool = Field(description="stop early (false: run every epoch)")
+    monitor: Literal["val_loss", "val_accuracy", "loss", "accuracy"] = Field(
+        description="what must improve (val_loss includes the L2 penalty)"
+    )
+    patience: NonNegativeInt = Field(description="epochs without improvement before stopping")
+    min_delta: NonNegative = Field(description="the least change that counts as improvement")
 
 
 class TrainConfig(_Section):
-    epochs: PositiveInt
-    batch_size: PositiveInt
-    seed: Seed
-    optimizer: Literal["sgd", "momentum", "adam"]
+    """Mini-batch training with early termination on the validation set."""
+
+    epochs: PositiveInt = Field(description="the most epochs to train")
+    batch_size: PositiveInt = Field(description="images per training step")
+    seed: Seed = Field(description="weights, dropout and shuffling: the same seed, same run")
+    optimizer: Literal["sgd", "momentum", "adam"] = Field(description="the update rule")
     # float32 too; plain SGD diverges above about 10 here (conf/search/pruning.yaml goes to 100)
-    learning_rate: Annotated[float, Field(strict=True, gt=0.0, le=10_000.0)]
-    momentum: Fraction
-    lr_decay: LearningRateDecay
-    early_stopping: EarlyStoppingConfig
-    steps_per_execution: PositiveInt
-    verbose: Annotated[Literal["auto", 0, 1, 2], BeforeValidator(_not_bool)]
-    # the id of a run to continue from its last checkpointed epoch, with its own config
-    resume: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] | None = None
+    learning_rate: Annotated[float, Field(strict=True, gt=0.0, le=10_000.0)] = Field(
+        description="the step size (at the start, with lr_decay)"
+    )
+    momentum: Fraction = Field(description="used by optimizer=momentum")
+    lr_decay: LearningRateDecay = Field(description="exponential learning-rate decay")
+    early_stopping: EarlyStoppingConfig = Field(description="early termination")
+    steps_per_execution: PositiveInt = Field(
+        description="batches per compiled call: the same maths with less Python per step"
+    )
+    verbose: Annotated[Literal["auto", 0, 1, 2], BeforeValidator(_not_bool)] = Field(
+        description="Keras' progress: auto (a bar on a terminal, a line per epoch otherwise)"
+    )
+    resume: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] | None = Field(
+        description="a killed run's id: continue it from its last epoch, with its own config"
+    )
 
 
 class TrackingConfig(_Section):
-    uri: str | None
-    experiment: Annotated[str, Field(min_length=1)]
-    run_name: str | None
-    artifact_location: str | None
-    log_model: Bool
-    # the budget for reaching the store: a server that does not answer fails in one line
-    # within `timeout_seconds` (in total), after at most `retries` retried requests
-    timeout_seconds: Positive = 15.0
-    retries: Annotated[int, Field(strict=True, ge=0, le=10)] = 2
+    """Where runs are recorded (MLflow)."""
+
+    uri: str | None = Field(
+        description="the store: null = SQLite under <project>/mlruns ($MLFLOW_TRACKING_URI "
+        "wins), sqlite:///path.db, postgresql://..., or a server http://host:5000"
+    )
+    experiment: Annotated[str, Field(min_length=1)] = Field(description="MLflow experiment")
+    run_name: str | None = Field(description="the run's name (null: MLflow picks one)")
+    artifact_location: str | None = Field(
+        description="a new experiment's artifacts (null: beside a SQLite store, "
+        "<project>/mlruns/artifacts for a database, the server's own otherwise)"
+    )
+    log_model: Bool = Field(description="log the trained model (for predict, the registry)")
+    timeout_seconds: Positive = Field(
+        description="the total time allowed to reach the store before a one-line error"
+    )
+    retries: Annotated[int, Field(strict=True, ge=0, le=10)] = Field(
+        description="retried requests to a server within that time (and per later request)"
+    )
 
 
 class AppConfig(_Section):
-    data: DataConfig
-    model: ModelConfig
-    train: TrainConfig
-    tracking: TrackingConfig
+    """A training run's config: one section per stage, and where it is recorded."""
+
+    data: DataConfig = Field(description="the data (data=synthetic|notmnist|...)")
+    model: ModelConfig = Field(description="the network (model=mlp|logreg|deep)")
+    train: TrainConfig = Field(description="training (train=sgd)")
+    tracking: TrackingConfig = Field(description="where runs are recorded")
 
 
 class HoldoutConfig(_Section):
     """The frozen evaluation set every challenger and champion is scored on."""
 
-    path: str | None  # required by `retrain` (checked there), not by `registry`
-    format: Literal["auto", "tar", "folder", "idx", "pickle"]
-    allow_pickle: Bool
+    path: str | None = Field(
+        description="the frozen evaluation set (required by retrain): any source data=notmnist "
+        "reads"
+    )
+    format: SourceFormat = Field(description="how to read it (auto: from what it is)")
+    allow_pickle: Bool = Field(description="read a .pickle holdout (it runs code: only yours)")
 
 
 class RetrainConfig(_Section):
     """`python -m pipeline.retrain`: when to train, and the gate a challenger must pass."""
 
-    holdout: HoldoutConfig
-    force: Bool  # train even when the champion was trained on the same data and config
-    # promote when challenger >= champion + min_delta, and no letter falls by more than
-    min_delta: Annotated[float, Field(strict=True, ge=-1.0, le=1.0)]
-    max_letter_drop: Annotated[float, Field(strict=True, ge=0.0, le=1.0)]
-    experiment: Annotated[str, Field(min_length=1)]  # where the audit runs go
-    lock: str | None  # postgresql://... for a lock across machines; null = beside the store
+    holdout: HoldoutConfig = Field(description="the frozen holdout both models are scored on")
+    force: Bool = Field(
+        description="train even when a version was trained on the same data and config"
+    )
+    min_delta: Annotated[float, Field(strict=True, ge=-1.0, le=1.0)] = Field(
+        description="promote when challenger accuracy >= champion accuracy + min_delta"
+    )
+    max_letter_drop: Annotated[float, Field(strict=True, ge=0.0, le=1.0)] = Field(
+        description="... and no letter's holdout accuracy falls by more than this"
+    )
+    experiment: Annotated[str, Field(min_length=1)] = Field(
+        description="the experiment of the audit trail (a run per attempt)"
+    )
+    lock: str | None = Field(
+        description="postgresql://...: a lock across machines (null: a file lock beside a "
+        "local store, on this machine for a server)"
+    )
 
 
 class RegistryConfig(_Section):
-    model_name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    """The registered model whose `champion` alias retraining moves."""
+
+    model_name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = Field(
+        description="the registered model's name"
+    )
 
 
 class ScheduleConfig(_Section):
     """`python -m pipeline.schedule`: a cron expression (5 fields), or every `interval_s`."""
 
-    cron: str
-    interval_s: Annotated[float, Field(strict=True, gt=0.0)] | None
-    misfire_grace_s: PositiveInt
-    timezone: str
+    cron: str = Field(description="when to retrain: minute hour day month weekday")
+    interval_s: Annotated[float, Field(strict=True, gt=0.0)] | None = Field(
+        description="seconds between retrains instead of cron (tests, demos)"
+    )
+    misfire_grace_s: PositiveInt = Field(
+        description="a retrain missed by up to this long (the machine asleep) still runs, once"
+    )
+    timezone: str = Field(description="the cron expression's time zone")
+    run_now: Bool = Field(description="retrain once at start, then on the schedule")
 
     @model_validator(mode="after")
     def _valid_cron(self) -> ScheduleConfig:
@@ -242,9 +331,9 @@ class ScheduleConfig(_Section):
 class RetrainAppConfig(AppConfig):
     """The retrain, schedule and registry commands: the training config plus their own."""
 
-    retrain: RetrainConfig
-    registry: RegistryConfig
-    schedule: ScheduleConfig
+    retrain: RetrainConfig = Field(description="when to train, and the promotion gate")
+    registry: RegistryConfig = Field(description="the registered model")
+    schedule: ScheduleConfig = Field(description="schedule: when to call retrain")
 
     def training(self) -> AppConfig:
         """The config of the training run: the four training sections, as `python -m
@@ -255,16 +344,32 @@ class RetrainAppConfig(AppConfig):
 class PredictConfig(_Section):
     """`python -m pipeline.predict` (conf/predict/predict.yaml)."""
 
-    model: Annotated[str, Field(min_length=1)]
-    input: Annotated[str, Field(min_length=1)]
-    output: Annotated[str, Field(min_length=1)]
-    convert: Bool
-    batch_size: PositiveInt
-    tracking_uri: str | None
+    model: Annotated[str, Field(min_length=1)] = Field(
+        description="any model URI MLflow accepts: models:/notmnist@champion, "
+        "models:/notmnist/3, models:/m-<id>, runs:/<run id>/model (required)"
+    )
+    input: Annotated[str, Field(min_length=1)] = Field(
+        description="a PNG, a folder of PNGs (any layout), a .tar.gz of PNGs, or an IDX "
+        "images file (required)"
+    )
+    output: Annotated[str, Field(min_length=1)] | None = Field(
+        description="the CSV to write, columns file, letter, probability (null: "
+        "outputs/predictions/<input's name>.csv, which git ignores)"
+    )
+    convert: Bool = Field(description="convert PNGs of another size or mode instead of skipping")
+    batch_size: PositiveInt = Field(description="images per prediction step")
+    tracking_uri: str | None = Field(
+        description="where models:/ URIs are looked up (null: $MLFLOW_TRACKING_URI, else the "
+        "project's store)"
+    )
     # the data stage's caps; None: its defaults (pipeline.stages.data.sources, the one place
     # they are set)
-    max_member_bytes: PositiveInt | None
-    max_total_bytes: PositiveInt | None
+    max_member_bytes: PositiveInt | None = Field(
+        description="refuse an input file bigger than this (null: the data stage's 64 MiB)"
+    )
+    max_total_bytes: PositiveInt | None = Field(
+        description="refuse inputs adding up to more than this (null: the data stage's 1 GiB)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -283,15 +388,74 @@ class PredictConfig(_Section):
         return raw
 
 
+RunId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+
+
+class ReportConfig(_Section):
+    """`notmnist report`: which runs to compare, and where the report goes."""
+
+    run_id: RunId | None = Field(None, description="a sweep's parent run: compare its children")
+    experiment: str | None = Field(None, description="or compare every run of this experiment")
+    out: str | None = Field(
+        None, description="the report file, .md or .html (null: reports/<id or name>.html)"
+    )
+    tracking_uri: str | None = Field(
+        None, description="the store (null: $MLFLOW_TRACKING_URI, else the project's mlruns/)"
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ReportConfig:
+        if (self.run_id is None) == (self.experiment is None):
+            raise ValueError("give run_id=<sweep parent run id> or experiment=<name>")
+        return self
+
+
+class DataLocation(_Section):
+    """Where a rerun's data is now, and the opt-ins its record asks for (all: as logged)."""
+
+    path: str | None = Field(None, description="the data source's path now")
+    url: str | None = Field(None, description="allow the download the record names")
+    format: SourceFormat | None = Field(None, description="how to read data.path")
+    allow_pickle: Bool | None = Field(None, description="allow the pickle the record names")
+    cache_dir: str | None = Field(None, description="the decoded-image cache's folder")
+    exclude_path: str | None = Field(None, description="the frozen holdout's path now")
+    exclude_format: SourceFormat | None = Field(None, description="how to read it")
+
+
+class ReproduceConfig(_Section):
+    """`notmnist reproduce <run id>`."""
+
+    run_id: RunId = Field(description="the run to rerun (positional)")
+    data: DataLocation = Field(DataLocation(), description="data settings given anew")
+    tracking_uri: str | None = Field(
+        None, description="the store (null: $MLFLOW_TRACKING_URI, else the project's mlruns/)"
+    )
+
+
+class MaintenanceConfig(_Section):
+    """`notmnist maintenance stale-runs`."""
+
+    action: Literal["stale-runs"] = Field(description="what to do (positional)")
+    kill: Bool = Field(False, description="mark the runs whose process is gone KILLED")
+    experiment: str | None = Field(None, description="only this experiment (null: all)")
+    tracking_uri: str | None = Field(
+        None, description="the store (null: $MLFLOW_TRACKING_URI, else the project's mlruns/)"
+    )
+
+
 class ParamSpec(_Section):
     """How a search draws one setting: `float`/`int` uniform, `log_float`/`log_int` uniform
     in log space (`low` > 0), or one of `choices` (any YAML values, lists included)."""
 
-    kind: Literal["float", "log_float", "int", "log_int", "categorical"]
-    low: Float | None = None
-    high: Float | None = None
-    step: Positive | None = None
-    choices: Annotated[tuple[Any, ...], Field(min_length=1)] | None = None
+    kind: Literal["float", "log_float", "int", "log_int", "categorical"] = Field(
+        description="how the value is drawn"
+    )
+    low: Float | None = Field(None, description="the least value (float, int kinds)")
+    high: Float | None = Field(None, description="the greatest value")
+    step: Positive | None = Field(None, description="draw multiples of this from low")
+    choices: Annotated[tuple[Any, ...], Field(min_length=1)] | None = Field(
+        None, description="the values to choose from (categorical)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ParamSpec:
@@ -325,27 +489,47 @@ StudyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 class SearchConfig(_Section):
     """An Optuna study over the training config (`python -m pipeline.search`, conf/search/)."""
 
-    study: StudyName
-    n_trials: PositiveInt
-    workers: PositiveInt
-    threads: PositiveInt | None
-    storage: str | None
-    sampler_seed: Int | None
-    pruner: Literal["median", "hyperband", "none"]
-    startup_trials: NonNegativeInt
-    warmup_epochs: NonNegativeInt
-    heartbeat_seconds: PositiveInt
-    grace_seconds: PositiveInt
-    max_retry: NonNegativeInt
-    export: StudyName | None
-    report_only: Bool
-    params: Annotated[dict[str, ParamSpec], Field(min_length=1)]
+    study: StudyName = Field(description="the study's name: the same name continues it")
+    n_trials: PositiveInt = Field(description="trials of the whole study, across its workers")
+    workers: PositiveInt = Field(description="local worker processes, sharing the cores")
+    threads: PositiveInt | None = Field(
+        description="TensorFlow threads per worker (null: cores / workers)"
+    )
+    storage: str | None = Field(
+        description="null: a journal file beside the MLflow store (mlruns/optuna/); "
+        "postgresql://...: a database of its own (not MLflow's)"
+    )
+    sampler_seed: Int | None = Field(description="TPE's seed (repeatable with one worker)")
+    pruner: Literal["median", "hyperband", "none"] = Field(
+        description="stops trials whose valid accuracy lags"
+    )
+    startup_trials: NonNegativeInt = Field(description="median pruner: trials never pruned")
+    warmup_epochs: NonNegativeInt = Field(description="no pruning before this epoch")
+    heartbeat_seconds: PositiveInt = Field(description="a running trial says it is alive so often")
+    grace_seconds: PositiveInt = Field(
+        description="a trial silent this long is failed and retried (its worker died)"
+    )
+    max_retry: NonNegativeInt = Field(description="retries of a trial whose worker died")
+    export: StudyName | None = Field(
+        description="<name>: also write the best trial as an experiment file"
+    )
+    report_only: Bool = Field(description="only (re)build the study's report (`search report`)")
+    params: Annotated[dict[str, ParamSpec], Field(min_length=1)] = Field(
+        description="the searched settings: training config keys and how each is drawn "
+        "(search=<space> picks them from conf/search/)"
+    )
 
     @model_validator(mode="after")
     def _grace_outlasts_heartbeat(self) -> SearchConfig:
         if self.grace_seconds <= self.heartbeat_seconds:
             raise ValueError("grace_seconds must be longer than heartbeat_seconds")
         return self
+
+
+class StudyAppConfig(AppConfig):
+    """`notmnist search`: the training config its trials start from, and the study's own."""
+
+    search: SearchConfig = Field(description="the study (search=<space> picks its params)")
 
 
 def validate_search(raw: object, base: AppConfig) -> SearchConfig:
@@ -410,15 +594,15 @@ def _describe_search(err: Any) -> str:
 
 def validate(raw: object) -> AppConfig:
     """Check a composed (and resolved) config tree; raise ConfigError with one line per problem."""
-    return _validated(AppConfig, raw)
+    return validated(AppConfig, raw)
 
 
 def validate_retrain(raw: object) -> RetrainAppConfig:
     """`validate` for the retrain, schedule and registry commands' config."""
-    return _validated(RetrainAppConfig, raw)
+    return validated(RetrainAppConfig, raw)
 
 
-def _validated(schema: type[_M], raw: object) -> _M:
+def validated(schema: type[_M], raw: object) -> _M:
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
@@ -428,11 +612,36 @@ def _validated(schema: type[_M], raw: object) -> _M:
 
 def validate_predict(raw: object) -> PredictConfig:
     """`validate` for the predict command's config."""
-    try:
-        return PredictConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = dict.fromkeys(_describe(err, PredictConfig) for err in exc.errors())
-        raise ConfigError("; ".join(problems)) from None
+    return validated(PredictConfig, raw)
+
+
+def from_args(schema: type[_M], args: Sequence[str], positional: Sequence[str] = ()) -> _M:
+    """A command's settings from its command line: the words without `=` fill the
+    `positional` fields in order, and `key=value` (dotted keys, values read as YAML scalars,
+    as Hydra reads them: true, null, 3, 1e-3, [1, 2]) the rest; validated like any config."""
+    import yaml
+
+    tree: dict[str, Any] = {}
+    words = [a for a in args if "=" not in a]
+    if len(words) > len(positional):
+        extra = " ".join(words[len(positional) :])
+        takes = f" (it takes {', '.join(positional)})" if positional else ""
+        raise ConfigError(f"unexpected {extra!r}: settings are key=value{takes}")
+    tree.update(zip(positional, words, strict=False))
+    for arg in (a for a in args if "=" in a):
+        key, _, text = arg.partition("=")
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            value = text
+        *sections, leaf = key.split(".")
+        node = tree
+        for section in sections:
+            node = node.setdefault(section, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {section} is a setting, not a section")
+        node[leaf] = value
+    return validated(schema, tree)
 
 
 def check_override_keys(args: Sequence[str], schema: type[BaseModel] | None = None) -> None:
@@ -440,25 +649,80 @@ def check_override_keys(args: Sequence[str], schema: type[BaseModel] | None = No
     that are (Hydra refuses them too, but without saying what is allowed). A top-level
     `key=value` must be a config group (`model=logreg`) or a section of the schema."""
     groups = {p.name for p in config_dir().iterdir() if p.is_dir()}
+    given = dict(a.split("=", 1) for a in _overrides_only(args) if "=" in a)
     for arg in _overrides_only(args):
-        key = arg.split("=", 1)[0]
+        key, _, value = arg.partition("=")
         if "=" not in arg or key.startswith(("-", "+", "~", "hydra.")) or "/" in key:
             continue
         root = schema or AppConfig
         if "." not in key:
             if key not in groups and key not in root.model_fields:
                 raise ConfigError(_unknown_key(key, root.model_fields))
+            if key in groups:
+                _check_options(key, value)
             continue
         cls: Any = root
         path: list[str] = []
         for part in key.split("."):
-            fields = _fields(cls)
+            fields = _fields(cls, _option(path, given))
             if fields is None:
                 break
             if part not in fields:
-                raise ConfigError(_unknown_key(".".join([*path, part]), fields))
+                where, option = ".".join(path), _option(path, given)
+                message = _unknown_key(".".join([*path, part]), fields)
+                if option and where in groups:  # the chosen option's keys, named as such
+                    message = message.replace(f": {where} has", f": {where}={option} has", 1)
+                raise ConfigError(message)
             path.append(part)
             cls = fields[part]
+
+
+def _check_options(group: str, value: str) -> None:
+    """`group=option` (or a sweep's `a,b`): each option a file in conf/<group>/."""
+    import re
+
+    if not re.fullmatch(r"[\w.-]+(,[\w.-]+)*", value) or value == "null":
+        return  # Hydra's own syntax (choice(...), interpolations): Hydra checks it
+    options = sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+    for option in value.split(","):
+        if option not in options:
+            raise ConfigError(
+                f"{group}={option}: no such option ({group} has {', '.join(options)})"
+            )
+
+
+def _option(path: Sequence[str], given: Mapping[str, str]) -> str | None:
+    """The option chosen for the group at `path` (['data'] -> 'notmnist'): given, or the
+    default of conf/config.yaml's defaults list."""
+    if len(path) != 1:
+        return None
+    group = path[0]
+    if group in given:
+        return given[group].split(",")[0]
+    import yaml
+
+    defaults = yaml.safe_load((config_dir() / "config.yaml").read_text()).get("defaults", [])
+    for entry in defaults:
+        if isinstance(entry, Mapping) and group in entry:
+            return str(entry[group])
+    return None
+
+
+def _source_of(group: str, option: str) -> str | None:
+    """The `source` an option's YAML sets, following its own defaults (notmnist_small ->
+    notmnist)."""
+    import yaml
+
+    file = config_dir() / group / f"{option}.yaml"
+    if not file.is_file():
+        return None
+    tree = yaml.safe_load(file.read_text()) or {}
+    if isinstance(tree.get("source"), str):
+        return str(tree["source"])
+    for entry in tree.get("defaults", []):
+        if isinstance(entry, str) and entry != "_self_":
+            return _source_of(group, entry)
+    return None
 
 
 # Hydra's own flags that take the next argument as their value (`-sc query=bash`)
@@ -491,13 +755,17 @@ def check_predict_keys(args: Sequence[str]) -> None:
             raise ConfigError(_unknown_key(key, PredictConfig.model_fields))
 
 
-def _fields(cls: Any) -> dict[str, Any] | None:
-    """Field name -> annotation of a model, or of all members of a union of models."""
+def _fields(cls: Any, option: str | None = None) -> dict[str, Any] | None:
+    """Field name -> annotation of a model, or of the members of a union of models: the one
+    the chosen group `option` makes (its YAML's `source`), else all of them."""
     members = _union_members(cls) or (
         (cls,) if isinstance(cls, type) and issubclass(cls, BaseModel) else ()
     )
     if not members:
         return None
+    source = _source_of("data", option) if option and len(members) > 1 else None
+    chosen = [m for m in members if "source" in m.model_fields and _tag(m, "source") == source]
+    members = tuple(chosen) or members
     return {n: f.annotation for m in members for n, f in m.model_fields.items()}
 
 

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import AppConfig, RetrainAppConfig
 from pipeline.config.schema import NotMnistDataConfig
+from pipeline.errors import LockedOutError, PipelineError, RegistryError
 from pipeline.names import Artifact, Metric, Tag
 from pipeline.tracking import recorder
 from pipeline.tracking import registry as reg
@@ -33,10 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# exit codes of the retrain command (a config error is 2, as for every command)
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_LOCKED = 3
 
 # Data settings that say where the data (or the holdout) is, or how it is read and cached,
 # not what it is: the source and holdout digests stand for the content, so moving a file
@@ -124,17 +121,23 @@ def fingerprint(data_digest: str, config: str, holdout_digest: str) -> str:
 
 @dataclass
 class Outcome:
-    """What an attempt did; `exit_code` is the command's."""
+    """What an attempt did (`outcome_error` says which outcomes are the command's errors)."""
 
     decision: str
     reason: str
-    exit_code: int = EXIT_OK
     audit_run_id: str = ""
     version: str | None = None
     champion_before: str | None = None
     champion_after: str | None = None
     training_run_id: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        """The outcome as the command prints it."""
+        return (
+            f"{self.decision}: {self.reason} (champion {self.champion_before} -> "
+            f"{self.champion_after}; audit run {self.audit_run_id})"
+        )
 
     def audit_tags(self) -> dict[str, str | None]:
         """What the audit run records of it (None: not known, not recorded)."""
@@ -146,6 +149,17 @@ class Outcome:
             Tag.CHALLENGER_VERSION: self.version,
             Tag.TRAINING_RUN_ID: self.training_run_id,
         }
+
+
+def outcome_error(outcome: Outcome) -> PipelineError | None:
+    """The error an outcome is for the command (locked out, refused), or None (promoted,
+    kept, skipped, moved by hand): recorded either way in its audit run."""
+    said = f"{outcome.reason} (audit run {outcome.audit_run_id})"
+    if outcome.decision == "locked_out":
+        return LockedOutError(said)
+    if outcome.decision == "refused":
+        return RegistryError(said)
+    return None
 
 
 def retrain(
@@ -164,7 +178,7 @@ def retrain(
             with store_lock(store.uri, f"retrain-{name}", 0, cfg.retrain.lock):
                 outcome = _attempt(cfg, overrides, started, store, au, before_training)
         except LockHeldError as exc:
-            outcome = Outcome("locked_out", str(exc), EXIT_LOCKED)
+            outcome = Outcome("locked_out", str(exc))
             au.tags({Tag.LOCK_HOLDER: json.dumps(exc.holder)})
         outcome.audit_run_id = au.run_id
         au.tags(outcome.audit_tags())
@@ -384,7 +398,7 @@ def manual(cfg: RetrainAppConfig, action: str, version: str | None = None) -> Ou
             with store_lock(store.uri, f"retrain-{name}", 0, cfg.retrain.lock):
                 outcome = _move(client, name, action, version)
         except LockHeldError as exc:
-            outcome = Outcome("locked_out", str(exc), EXIT_LOCKED)
+            outcome = Outcome("locked_out", str(exc))
         outcome.audit_run_id = au.run_id
         au.tags(outcome.audit_tags())
     return outcome
@@ -397,9 +411,7 @@ def _move(client: MlflowClient, name: str, action: str, version: str | None) -> 
         target = reg.rollback_target(client, name)
         if target is None:
             reason = "no previous champion to roll back to"
-            return Outcome(
-                "refused", reason, EXIT_FAILED, champion_before=before, champion_after=before
-            )
+            return Outcome("refused", reason, champion_before=before, champion_after=before)
         reg.restore_champion(client, name, target[1])
         reason = f"rolled back by hand from version {target[0]} to {target[1]}"
         after = target[1]
@@ -408,9 +420,7 @@ def _move(client: MlflowClient, name: str, action: str, version: str | None) -> 
         client.get_model_version(name, version)  # an unknown version fails here, by name
         if version == before:
             reason = f"version {version} is already the champion"
-            return Outcome(
-                "refused", reason, EXIT_FAILED, champion_before=before, champion_after=before
-            )
+            return Outcome("refused", reason, champion_before=before, champion_after=before)
         reg.set_champion(client, name, version)
         reason = f"promoted by hand (champion was {before})"
         after = version

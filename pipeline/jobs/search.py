@@ -52,6 +52,7 @@ from pipeline.config import (
     with_settings,
 )
 from pipeline.config.schema import ParamSpec
+from pipeline.errors import ConfigError, RunsFailedError
 from pipeline.jobs import training
 from pipeline.names import Artifact, Metric, Tag
 from pipeline.stages.data import Dataset
@@ -154,12 +155,12 @@ def check_storage(storage: str | None, store_uri: str) -> None:
     if storage is None:
         return
     if not storage.startswith(("postgresql", "postgres://", "mysql", "sqlite:///")):
-        raise ValueError(
+        raise ConfigError(
             f"search.storage={storage}: give null (a journal file under mlruns/) or a "
             "database URI such as postgresql://user@host/optuna"
         )
     if _same_database(storage, store_uri):
-        raise ValueError(
+        raise ConfigError(
             f"search.storage={storage} is the MLflow store's database: give the study a "
             "database of its own (their schema migrations collide)"
         )
@@ -223,6 +224,7 @@ class Study:
     parent_run_id: str
     lock_uri: str
     search: SearchConfig
+    tracking: TrackingConfig  # the worker's own settings, for what it reads back
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -241,7 +243,7 @@ def join(search: SearchConfig, cfg: AppConfig, space: str = "") -> Study:
     pruner = _pruner(search, cfg.train.epochs)
     with store_lock(store.uri, f"study-{search.study}", -1, lock_uri):
         if search.report_only and search.study not in optuna.get_all_study_names(storage):
-            raise ValueError(
+            raise ConfigError(
                 f"search.study={search.study}: no such study in "
                 f"{_storage_label(search.storage, lock_uri)}"
             )
@@ -275,14 +277,14 @@ def join(search: SearchConfig, cfg: AppConfig, space: str = "") -> Study:
             study.set_user_attr(PARENT_ATTR, parent)
             log.info("Study '%s': parent run %s", search.study, parent)
         elif not RUN_ID.fullmatch(str(parent)):  # a study attribute: anyone may have set it
-            raise ValueError(f"study {search.study}: its parent run id {parent!r} is not one")
+            raise ConfigError(f"study {search.study}: its parent run id {parent!r} is not one")
         elif not search.report_only:
             # the study goes on, in this worker: `stale-runs` looks at it from now on
             for key, value in process_tags().items():
                 client.set_tag(str(parent), key, value)
             if client.get_run(str(parent)).info.status != "RUNNING":
                 client.update_run(str(parent), status="RUNNING")
-    return Study(study, store, str(parent), lock_uri, search)
+    return Study(study, store, str(parent), lock_uri, search, tracking)
 
 
 def _storage_label(storage: str | None, lock_uri: str) -> str:
@@ -546,7 +548,7 @@ def report(study: Study) -> str | None:
         if not matches.empty:
             run_id = str(matches.iloc[0]["run_id"])
             text = experiment_yaml(
-                _trial_config(client, run_id, study.store),
+                _trial_config(client, run_id, study.tracking),
                 best,
                 study.search.study,
                 study.search.export,
@@ -570,18 +572,11 @@ def report(study: Study) -> str | None:
     return text
 
 
-def _trial_config(client: MlflowClient, run_id: str, store: Store) -> dict[str, Any]:
+def _trial_config(client: MlflowClient, run_id: str, tracking: TrackingConfig) -> dict[str, Any]:
     """A trial run's logged config, read back as a record (validated, no opt-ins from it),
     with no `train.resume`: the exported experiment holds settings, never a run to act on."""
     from pipeline.config.logged import from_record, read_record
 
-    tracking = TrackingConfig(
-        uri=store.uri,
-        experiment=store.experiment,
-        run_name=None,
-        artifact_location=None,
-        log_model=True,
-    )
     path = Path(client.download_artifacts(run_id, Artifact.CONFIG))
     cfg = from_record(read_record(path, f"run {run_id}'s {Artifact.CONFIG}"), run_id, {}, tracking)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"resume": None})})
@@ -671,8 +666,8 @@ def main(
     space: str = "",
     hydra_overrides: Sequence[str] = (),
 ) -> int:
-    """`python -m pipeline.search`: join the study and work on it (with `search.workers - 1`
-    more local worker processes), or only report it. Returns the exit code."""
+    """`notmnist search`: join the study and work on it (with `search.workers - 1` more local
+    worker processes), or only report it. A local worker that failed is a RunsFailedError."""
     from pipeline.jobs.training import load_data
     from pipeline.stages.train import limit_threads
 
@@ -693,7 +688,12 @@ def main(
     finally:
         codes = [_reap(p) for p in helpers]
     log.info("This worker ran %d trials of study '%s'", ran, search.study)
-    return 1 if any(codes) else 0
+    if failed := [c for c in codes if c]:
+        raise RunsFailedError(
+            f"{len(failed)} of the study's {len(codes)} other local workers failed "
+            f"(exit codes {', '.join(map(str, failed))})"
+        )
+    return 0
 
 
 def _spawn(overrides: Sequence[str], threads: int, index: int) -> subprocess.Popen[bytes]:
@@ -702,7 +702,7 @@ def _spawn(overrides: Sequence[str], threads: int, index: int) -> subprocess.Pop
     own = [o for o in overrides if not o.startswith(mine)]
     args = [*own, "search.workers=1", f"search.threads={threads}"]
     args += [f"hydra.run.dir=outputs/search-workers/{os.getpid()}-{index}"]
-    return subprocess.Popen([sys.executable, "-m", "pipeline.search", *args])
+    return subprocess.Popen([sys.executable, "-m", "pipeline", "search", *args])
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> int:

@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from pipeline.errors import TrainingError
 from pipeline.names import Metric
 from pipeline.stages.data import Split
 
 
-class DivergedError(RuntimeError):
+class DivergedError(TrainingError):
     """The loss became NaN or infinite: nothing sensible can be learnt from there on."""
 
 

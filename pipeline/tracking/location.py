@@ -8,13 +8,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import errors
 from pipeline.config import project_home
 from pipeline.tracking.views import VIEW_KEY
 
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used; the message is one line that says why and what to
-    do, printed by the entry points as `tracking error: ...` (exit code 2)."""
+TrackingError = errors.TrackingError  # where tracking's callers have always found it
 
 
 @dataclass(frozen=True)
@@ -80,3 +78,14 @@ def resolve_tracking_uri(uri: str | None, root: Path | None = None) -> str:
             "sqlite:///path/to/mlflow.db, or an MLflow server such as http://host:5000"
         )
     return uri
+
+
+def store_uri(given: str | None) -> str:
+    """The store a command uses: the setting, else $MLFLOW_TRACKING_URI, else the project's
+    (`resolve_tracking_uri`); a URI with no scheme is a TrackingError."""
+    import os
+
+    try:
+        return resolve_tracking_uri(given or os.environ.get("MLFLOW_TRACKING_URI"))
+    except ValueError as exc:
+        raise TrackingError(str(exc)) from None

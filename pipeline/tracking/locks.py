@@ -23,8 +23,10 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from pipeline.errors import LockedOutError
 
-class LockHeldError(RuntimeError):
+
+class LockHeldError(LockedOutError):
     """The lock is taken by another process; `holder` says which, where known."""
 
     def __init__(self, name: str, holder: dict[str, Any] | None) -> None:

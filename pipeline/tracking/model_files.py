@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import ModelError
+
 # As in pipeline.stages.data, whose package import would load the letter renderer into every
 # process that loads the model.
 IMAGE_SHAPE = (28, 28)
@@ -65,7 +67,7 @@ def save_model_files(model: Any, input_example: Any) -> ModelFiles:
     )
 
 
-class ModelFileError(ValueError):
+class ModelFileError(ModelError):
     """A model's files are not those of a network this pipeline logged: refused unloaded."""
 
 

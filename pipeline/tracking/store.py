@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import TrackingConfig, project_home
 from pipeline.names import ExperimentTag
-from pipeline.tracking.location import SQLITE
+from pipeline.tracking.location import SQLITE, store_uri
 from pipeline.tracking.location import Store as Store  # re-exported
 from pipeline.tracking.location import TrackingError as TrackingError  # re-exported
 from pipeline.tracking.location import resolve_tracking_uri as resolve_tracking_uri  # re-exported
@@ -190,6 +190,17 @@ def _first_access(uri: str, experiment: str) -> tuple[MlflowClient, Any]:
                 raise _store_error(uri, exc) from exc
         time.sleep(pause)
         pause = min(2.0, pause * 2)
+
+
+def reach(given: str | None, timeout_s: float = 15.0, retries: int = 2) -> str:
+    """The store a command reads (`location.store_uri`), with every request to a server
+    bounded as a run's are: a server that does not answer is a one-line TrackingError
+    within `timeout_s`, not MLflow's minutes of retries."""
+    uri = store_uri(given)
+    if uri.startswith(("http://", "https://")):
+        limit_requests(timeout_s, retries)
+        _check_reachable(uri, timeout_s, retries)
+    return uri
 
 
 def open_store(tracking: TrackingConfig, experiment: str | None = None) -> Store:

@@ -19,7 +19,7 @@ def _predict(cwd: Path, *args: str, env: dict[str, str] | None = None):
     env = dict(env or os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.predict", *args],
+        [sys.executable, "-m", "pipeline", "predict", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

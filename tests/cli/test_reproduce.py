@@ -11,7 +11,7 @@ from models_fixture import Champion
 
 @pytest.mark.slow
 def test_reproducing_a_run_gives_identical_metrics(champion: Champion) -> None:
-    result = cli(champion.run_id, module="pipeline.reproduce", env=champion.env())
+    result = cli("reproduce", champion.run_id, env=champion.env())
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     rows = {line.split()[0]: line for line in lines if line.split() and "identical" in line}
@@ -29,7 +29,7 @@ def test_reproducing_a_run_gives_identical_metrics(champion: Champion) -> None:
 
 
 def test_an_unknown_run_is_a_one_line_error(store_uri: str) -> None:
-    result = cli("0123456789abcdef0123456789abcdef", module="pipeline.reproduce")
+    result = cli("reproduce", "0123456789abcdef0123456789abcdef")
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()[-1:]
     assert line.startswith("run error: 0123456789abcdef0123456789abcdef in sqlite:///")

@@ -20,10 +20,10 @@ from pipeline.names import Tag
 
 def test_retrain_without_a_holdout_is_a_config_error(tmp_path: Path) -> None:
     result = cli(
+        "retrain",
         "data=notmnist",
         "data.path=/x.tar.gz",
         f"hydra.run.dir={tmp_path}",
-        module="pipeline.retrain",
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
@@ -33,25 +33,25 @@ def test_retrain_without_a_holdout_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_retrain_rejects_out_of_range_and_unknown_keys(tmp_path: Path) -> None:
-    bad = cli("retrain.min_delta=5", f"hydra.run.dir={tmp_path}", module="pipeline.retrain")
+    bad = cli("retrain", "retrain.min_delta=5", f"hydra.run.dir={tmp_path}")
     assert bad.returncode == 2
     assert (
         bad.stderr.strip()
         == "config error: retrain.min_delta=5: Input should be less than or equal to 1"
     )
-    typo = cli("retrain.min_delt=0.1", module="pipeline.retrain")
+    typo = cli("retrain", "retrain.min_delt=0.1")
     assert typo.returncode == 2
     assert typo.stderr.startswith("config error: unknown key 'retrain.min_delt': retrain has ")
 
 
 def test_schedule_rejects_a_bad_cron_expression(tmp_path: Path) -> None:
     result = cli(
+        "schedule",
         "data=notmnist",
         "data.path=/x.tar.gz",
         "retrain.holdout.path=/y.tar.gz",
         "schedule.cron='61 * * * *'",
         f"hydra.run.dir={tmp_path}",
-        module="pipeline.schedule",
     )
     assert result.returncode == 2
     assert result.stderr.startswith("config error: schedule.cron='61 * * * *': ")
@@ -72,9 +72,9 @@ def _args(src: Sources, tmp_path: Path, *more: str) -> list[str]:
     ]
 
 
-def _popen(module: str, *args: str) -> subprocess.Popen[str]:
+def _popen(command: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", module, *args],
+        [sys.executable, "-m", "pipeline", command, *args],
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -105,12 +105,14 @@ def test_second_retrain_is_locked_out_and_a_killed_holder_frees_the_lock(
 
     client = MlflowClient(store_uri, registry_uri=store_uri)
     endless = ("train.epochs=100000", "train.early_stopping.enabled=false")
-    first = _popen("pipeline.retrain", *_args(sources, tmp_path, *endless))
+    first = _popen("retrain", *_args(sources, tmp_path, *endless))
     try:
         _wait_for(lambda: _training_epochs(client), first)
-        second = cli(*_args(sources, tmp_path, "retrain.force=true"), module="pipeline.retrain")
+        second = cli("retrain", *_args(sources, tmp_path, "retrain.force=true"))
         assert second.returncode == 3, second.stderr[-3000:]
-        assert f"is held by pid {first.pid} on " in second.stdout
+        [line] = second.stderr.strip().splitlines()
+        assert line.startswith("locked out: lock 'retrain-notmnist' is held by pid ")
+        assert f"is held by pid {first.pid} on " in line
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
     finally:
@@ -124,7 +126,7 @@ def test_second_retrain_is_locked_out_and_a_killed_holder_frees_the_lock(
 
     # killed again, this time as soon as its version exists: any alias points at a version
     # whose registration is complete (tags and description), and the lock is free again
-    third = _popen("pipeline.retrain", *_args(sources, tmp_path, "train.epochs=1"))
+    third = _popen("retrain", *_args(sources, tmp_path, "train.epochs=1"))
     try:
         _wait_for(lambda: client.search_model_versions("name = 'notmnist'") != [], third, 0.05)
         third.send_signal(signal.SIGKILL)
@@ -160,7 +162,7 @@ def test_scheduler_runs_the_job_one_at_a_time_and_stops_on_sigterm(
         runs = client.search_runs([found.experiment_id], order_by=["attribute.start_time ASC"])
         return [r for r in runs if r.info.status == status]
 
-    scheduler = _popen("pipeline.schedule", *_args(sources, tmp_path, "schedule.interval_s=1"))
+    scheduler = _popen("schedule", *_args(sources, tmp_path, "schedule.interval_s=1"))
     try:
         _wait_for(lambda: len(audits()) >= 2, scheduler)
         scheduler.send_signal(signal.SIGTERM)
@@ -190,7 +192,7 @@ def test_compose_scheduler_service_runs_the_schedule_command_with_a_valid_config
     service = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["services"][
         "scheduler"
     ]
-    assert service["entrypoint"] == ["python", "-m", "pipeline.schedule"]
+    assert service["entrypoint"] == ["python", "-m", "pipeline", "schedule"]
     check_override_keys(service["command"], RetrainAppConfig)
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = settings(compose(config_name="retrain", overrides=service["command"]))
@@ -199,13 +201,15 @@ def test_compose_scheduler_service_runs_the_schedule_command_with_a_valid_config
 
 
 def test_registry_command_on_an_empty_store_and_its_usage_errors(store_uri: str) -> None:
-    empty = cli("list", module="pipeline.registry")
+    empty = cli("registry", "list")
     assert empty.returncode == 0, empty.stderr[-3000:]
     assert empty.stdout.strip() == f"no versions of model 'notmnist' in {store_uri}"
-    no_version = cli("promote", module="pipeline.registry")
+    no_version = cli("registry", "promote")
     assert no_version.returncode == 2
-    assert no_version.stderr.startswith("usage: python -m pipeline.registry promote VERSION")
-    typo = cli("list", "registry.name=x", module="pipeline.registry")
+    assert no_version.stderr.strip() == (
+        "config error: registry promote takes the version to promote: promote VERSION"
+    )
+    typo = cli("registry", "list", "registry.name=x")
     assert typo.returncode == 2
     assert (
         typo.stderr.strip() == "config error: unknown key 'registry.name': registry has model_name"

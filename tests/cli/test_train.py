@@ -63,21 +63,22 @@ def test_cfg_job_shows_resolved_config(store_uri: str) -> None:
 
 
 def test_help_describes_the_program_its_groups_and_examples() -> None:
-    result = cli("--help")
+    result = cli("train", "--help")
     assert result.returncode == 0, result.stderr
     text = result.stdout
-    assert text.startswith("notmnist-train (python -m pipeline): train, evaluate and log")
-    assert "model: deep, logreg, mlp" in text
-    assert "experiment: best, deep_vs_wide," in text
-    assert "hydra/launcher: basic (default" in text
-    assert "parallel (two at a time)" in text
-    assert "python -m pipeline -m model.l2_beta=0,1e-4,1e-3 model.dropout_rate=0,0.5" in text
+    assert text.startswith("notmnist train: train, evaluate and log one run")
+    assert "model: mlp, deep, logreg" in text  # the default first
+    assert "experiment: none, best, deep_vs_wide," in text
+    assert "hydra/launcher: basic (one job after another), parallel (two at a time)" in text
+    assert "notmnist -m model.l2_beta=0,1e-4,1e-3 model.dropout_rate=0,0.5" in text
+    assert "  model.dropout_rate = 0.5\n" in text
     assert "Powered by Hydra" not in text  # not Hydra's generic page
+    assert cli("model=logreg", "--help").stdout == text  # no command word: train's
 
 
 def test_shell_completion_lists_options() -> None:
-    """What `eval "$(notmnist-train -sc install=bash)"` asks the program on each Tab."""
-    env = {**os.environ, "COMP_LINE": "notmnist-train hydra/launcher="}
+    """What `eval "$(notmnist -sc install=bash)"` asks the program on each Tab."""
+    env = {**os.environ, "COMP_LINE": "notmnist hydra/launcher="}
     result = cli("-sc", "query=bash", env=env)
     assert result.returncode == 0, result.stderr
     assert set(result.stdout.split()) >= {"hydra/launcher=basic", "hydra/launcher=parallel"}

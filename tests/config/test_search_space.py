@@ -87,7 +87,7 @@ def test_bad_space_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
         "params": {"model.l2beta": {"kind": "log_float", "low": 1e-6, "high": 1}},
     }
     (tmp_path / "search" / "typo.yaml").write_text(yaml.safe_dump(space))
-    result = cli(f"hydra.searchpath=[file://{tmp_path}]", "search=typo", module="pipeline.search")
+    result = cli("search", f"hydra.searchpath=[file://{tmp_path}]", "search=typo")
     assert result.returncode == 2, result.stderr[-2000:]
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("config error: search.params.model.l2beta: unknown key 'model.l2beta'")

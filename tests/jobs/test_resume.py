@@ -95,15 +95,15 @@ def test_killed_run_is_found_marked_and_resumed_to_the_same_result(
         db.commit()
     assert [m.step for m in client.get_metric_history(run_id, "loss")][:2] == [1, 3]
 
-    listed = cli("stale-runs", module="pipeline.maintenance")
+    listed = cli("maintenance", "stale-runs")
     assert listed.returncode == 0, listed.stderr[-3000:]
     assert f"{run_id}  gone" in listed.stdout
     assert "1 stale run(s)" in listed.stdout
     assert client.get_run(run_id).info.status == "RUNNING"  # listing changes nothing
-    killed = cli("stale-runs", "--kill", module="pipeline.maintenance")
+    killed = cli("maintenance", "stale-runs", "kill=true")
     assert killed.returncode == 0, killed.stderr[-3000:]
     assert client.get_run(run_id).info.status == "KILLED"
-    assert "no RUNNING runs" in cli("stale-runs", module="pipeline.maintenance").stdout
+    assert "no RUNNING runs" in cli("maintenance", "stale-runs").stdout
 
     resumed = cli(f"train.resume={run_id}", f"hydra.run.dir={tmp_path / 'resumed'}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -106,14 +106,14 @@ def test_predict_and_reproduce_through_the_server(server: tuple[str, str], tmp_p
     register_champion(f"runs:/{run.info.run_id}/model", env)
     tar = write_sources(tmp_path / "in", letters(20)[0])["tar"]
     predicted = cli(
+        "predict",
         "model=models:/notmnist@champion",
         f"input={tar}",
         f"output={tmp_path / 'p.csv'}",
-        module="pipeline.predict",
         env=env,
     )
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert "Read 20 images, skipped 3" in predicted.stdout
-    reproduced = cli(run.info.run_id, module="pipeline.reproduce", env=env)
+    reproduced = cli("reproduce", run.info.run_id, env=env)
     assert reproduced.returncode == 0, reproduced.stdout[-3000:] + reproduced.stderr[-3000:]
     assert f"reproduces run {run.info.run_id} metric for metric" in reproduced.stdout

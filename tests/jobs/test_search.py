@@ -72,7 +72,7 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     store_uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
     export = f"test_searched_{uuid.uuid4().hex[:8]}"
     args = (*QUICK, "search=pruning", "search.n_trials=5", f"search.export={export}")
-    result = cli(*args, module="pipeline.search", env=_env(store_uri, root / "cache"))
+    result = cli("search", *args, env=_env(store_uri, root / "cache"))
     exported = CONF_DIR / "experiment" / f"{export}.yaml"
     try:
         assert result.returncode == 0, result.stderr[-3000:]
@@ -162,13 +162,11 @@ def test_report_on_demand(tiny_study: dict[str, Any]) -> None:
     """`python -m pipeline.search report` logs the report again; an unknown study is an error
     of one line, not a new empty study."""
     env = _env(tiny_study["store_uri"], tiny_study["root"] / "cache")
-    again = cli("report", "search=pruning", module="pipeline.search", env=env)
+    again = cli("search", "report", "search=pruning", env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     parent, _ = _parent_and_children(_runs(tiny_study["store_uri"]))
     assert parent["status"] == "FINISHED"
-    unknown = cli(
-        "report", "search=pruning", "search.study=nope", module="pipeline.search", env=env
-    )
+    unknown = cli("search", "report", "search=pruning", "search.study=nope", env=env)
     assert unknown.returncode == 2
     assert unknown.stderr.strip().splitlines()[-1] == (
         f"config error: search.study=nope: no such study in journal "
@@ -192,7 +190,7 @@ def test_two_workers_on_postgres(postgres_db: str, store_uri: str, tmp_path: Pat
         "search.pruner=none",
         f"search.storage={postgres_db}",
     )
-    result = cli(*args, module="pipeline.search", env=_env(store_uri, tmp_path / "cache"))
+    result = cli("search", *args, env=_env(store_uri, tmp_path / "cache"))
     assert result.returncode == 0, result.stderr[-3000:]
     study = _study("pg", postgres_db)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
@@ -217,7 +215,7 @@ def test_killed_worker_trial_is_retried(store_uri: str, tmp_path: Path) -> None:
     study = ("search=pruning", "search.study=kill", "search.n_trials=1", "search.pruner=none")
     beats = ("search.heartbeat_seconds=1", "search.grace_seconds=3")
     endless = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.search", *ENDLESS, *study, *beats],
+        [sys.executable, "-m", "pipeline", "search", *ENDLESS, *study, *beats],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -230,7 +228,7 @@ def test_killed_worker_trial_is_retried(store_uri: str, tmp_path: Path) -> None:
     finally:  # the worker and its run recorder at once, as a lost machine: nothing ends the run
         os.killpg(endless.pid, signal.SIGKILL)
         endless.communicate()
-    result = cli(*QUICK, "train.epochs=2", *study, *beats, module="pipeline.search", env=env)
+    result = cli("search", *QUICK, "train.epochs=2", *study, *beats, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
 
     trials = _study(str(journal_path(store_uri, "kill"))).trials

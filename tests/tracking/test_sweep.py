@@ -16,6 +16,8 @@ import pytest
 from conftest import ENDLESS, PROJECT_ROOT, TINY, cli, running, wait_for_epoch
 from mlflow.tracking import MlflowClient
 
+from pipeline.config import ConfigError
+
 pytestmark = pytest.mark.slow
 
 SHORT = (*TINY, "train.epochs=2")
@@ -128,19 +130,19 @@ def test_report_command_rebuilds_the_comparison(store_uri: str, tmp_path: Path) 
 
     assert _sweep(tmp_path, "model.dropout_rate=0,0.5", "tracking.experiment=rep").returncode == 0
     _, parent, _ = _runs(store_uri, "rep")
-    done = cli(
-        "--run-id", parent.info.run_id, "--out", str(tmp_path / "r.html"), module="pipeline.report"
-    )
+    done = cli("report", f"run_id={parent.info.run_id}", f"out={tmp_path / 'r.html'}")
     assert done.returncode == 0, done.stderr[-2000:]
     page = (tmp_path / "r.html").read_text()
     assert "<table" in page
     assert page.count("data:image/png;base64,") == 2  # self-contained: the figures inline
-    assert report.main(["--experiment", "rep", "--out", str(tmp_path / "e.md")]) == 0
+    assert report.run(["experiment=rep", f"out={tmp_path / 'e.md'}"]) == 0
     text = (tmp_path / "e.md").read_text()
     assert "| run_id" in text
     assert "2 runs" in text  # the sweep's parent itself is not compared
-    assert report.main(["--run-id", "nope"]) == 2
-    assert report.main(["--experiment", "nope"]) == 2
+    with pytest.raises(ConfigError, match="run_id=nope: String should match pattern"):
+        report.run(["run_id=nope"])
+    with pytest.raises(ConfigError, match=r"experiment=nope: no such experiment in .* \(it has "):
+        report.run(["experiment=nope"])
 
 
 def test_ctrl_c_in_a_sweep_marks_parent_and_job_killed(store_uri: str, tmp_path: Path) -> None:
@@ -232,7 +234,7 @@ def test_stopping_a_parallel_sweep_marks_every_run_killed(
     assert [c.info.status for c in children] == ["KILLED", "KILLED"]
     if stop == "SIGKILL to the sweep":
         assert parent.info.status == "RUNNING"  # nothing could end it...
-        stale = cli("stale-runs", module="pipeline.maintenance")
+        stale = cli("maintenance", "stale-runs")
         assert f"{parent.info.run_id}  gone" in stale.stdout  # ...but it is found
     else:
         assert parent.info.status == "KILLED"

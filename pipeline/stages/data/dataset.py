@@ -9,14 +9,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from pipeline import errors
+
 CLASSES: tuple[str, ...] = tuple("ABCDEFGHIJ")
 IMAGE_SIZE = 28
 IMAGE_SHAPE: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE)
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
 
-class DataError(ValueError):
-    """A data source is missing, ambiguous, unsafe or unreadable; the message names it."""
+DataError = errors.DataError  # the data stage's error, where its callers have always found it
 
 
 @dataclass(frozen=True)

@@ -69,11 +69,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mlflow.exceptions import MlflowException
 
     from pipeline.jobs.retraining import manual
+    from pipeline.tracking.registry import RegistryError
 
     try:
         outcome = manual(settings, ns.command, version)
     except MlflowException as exc:  # an unknown version or model, named by MLflow
         print(f"registry error: {exc.message}".splitlines()[0], file=sys.stderr)
+        return 1
+    except RegistryError as exc:  # the same from a server, with the request and account
+        print(f"registry error: {exc}", file=sys.stderr)
         return 1
     print(
         f"{ns.command}: {outcome.decision}: {outcome.reason} "

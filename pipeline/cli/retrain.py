@@ -60,6 +60,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
     from pipeline.jobs.retraining import EXIT_FAILED, retrain
     from pipeline.stages.data.dataset import DataError
+    from pipeline.tracking.registry import RegistryError
     from pipeline.tracking.runs import raise_interrupt
 
     # SIGTERM (a scheduler stopping the job) ends the audit run KILLED, as Ctrl-C does
@@ -74,6 +75,9 @@ def _hydra_main(cfg: DictConfig) -> None:
         )
     except DataError as exc:  # bad input: the audit run is already marked FAILED
         print(f"data error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILED) from None
+    except RegistryError as exc:  # refused by the server: so is the audit run, if it exists
+        print(f"registry error: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_FAILED) from None
     print(
         f"retrain: {outcome.decision}: {outcome.reason} "

@@ -687,7 +687,7 @@ def test_viewer_gets_403_on_every_registry_write(
 
 
 def _retrain(
-    server: Server, done: Retrained, account: tuple[str, str]
+    server: Server, done: Retrained, account: tuple[str, str], run_dir: Path
 ) -> subprocess.CompletedProcess[str]:
     """`python -m pipeline.retrain` as `account`, on the data of the first scheduled retrain."""
     src = done.sources
@@ -695,6 +695,7 @@ def _retrain(
         *SMALL,
         f"data.path={src.v1}",
         f"retrain.holdout.path={src.holdout}",
+        f"hydra.run.dir={run_dir}",
         module="pipeline.retrain",
         env=_pipeline_env(server, account, done.home),
         timeout=300,
@@ -711,12 +712,12 @@ def _failed_audit(server: Server, before: set[str], line: str) -> None:
 
 
 def test_retrain_refused_by_the_server_is_one_line_and_a_failed_audit_run(
-    server: Server, scheduled_retrain: Retrained
+    server: Server, scheduled_retrain: Retrained, tmp_path: Path
 ) -> None:
     """A server's 403 ends `retrain` with one line naming the request and the account, exit
     code 1, and its audit run FAILED with that line, not with a traceback."""
     # the viewer may not even make the audit run
-    viewer = _retrain(server, scheduled_retrain, server.viewer)
+    viewer = _retrain(server, scheduled_retrain, server.viewer, tmp_path / "viewer")
     assert viewer.returncode == 1, viewer.stderr[-3000:]
     assert viewer.stderr.strip().splitlines()[-1] == (
         f"registry error: POST runs/create as {server.viewer[0]}: 403 Permission denied"
@@ -740,7 +741,7 @@ def test_retrain_refused_by_the_server_is_one_line_and_a_failed_audit_run(
         made = requests.post(f"{server.uri}/api/{path}", json=body, auth=server.admin, timeout=30)
         assert made.status_code == 200, made.text
     before = {r["info"]["run_id"] for r in _audit_runs(server)}
-    refused = _retrain(server, scheduled_retrain, person)
+    refused = _retrain(server, scheduled_retrain, person, tmp_path / "person")
     assert refused.returncode == 1, refused.stderr[-3000:]
     line = f"registry error: POST registered-models/create as {person[0]}: 403 Permission denied"
     assert refused.stderr.strip().splitlines()[-1] == line
@@ -749,7 +750,7 @@ def test_retrain_refused_by_the_server_is_one_line_and_a_failed_audit_run(
 
 
 def test_retrain_on_a_server_error_is_one_line_and_a_failed_audit_run(
-    server: Server, scheduled_retrain: Retrained
+    server: Server, scheduled_retrain: Retrained, tmp_path: Path
 ) -> None:
     """A 503, which MLflow's client retries before it gives up: the server's database cannot
     lock the registry's table in time (a lock timeout is an OperationalError, which MLflow
@@ -770,7 +771,7 @@ def test_retrain_on_a_server_error_is_one_line_and_a_failed_audit_run(
     try:
         with psycopg.connect(f"{PG}/{db}") as holder:
             holder.execute("LOCK TABLE registered_models IN ACCESS EXCLUSIVE MODE")
-            failed = _retrain(server, scheduled_retrain, server.service)
+            failed = _retrain(server, scheduled_retrain, server.service, tmp_path)
     finally:
         lock_timeout("RESET lock_timeout")
     assert failed.returncode == 1, failed.stderr[-3000:]

@@ -171,17 +171,32 @@ def retrain(
     """One retraining attempt, recorded as one audit run; locked out when another attempt
     for the same registered model holds the lock. `before_training` runs only when a
     challenger is trained (the entry point imports TensorFlow there: a skip never does)."""
+    return _audited(
+        cfg,
+        "retrain",
+        lambda store, audit: _attempt(cfg, overrides, started, store, audit, before_training),
+    )
+
+
+def _audited(
+    cfg: RetrainAppConfig, action: str, attempt: Callable[[Store, Audit], Outcome]
+) -> Outcome:
+    """`attempt` as one audit run, under the lock per registered model. A request the server
+    refuses or fails is a RegistryError: inside the audit run (which ends FAILED with it) and
+    before it, when making the run is what the server refused."""
     name = cfg.registry.model_name
-    store = open_store(cfg.tracking, cfg.retrain.experiment)
-    with audit_run(store, "retrain", {Tag.RETRAIN_ACTION: "retrain", Tag.MODEL_NAME: name}) as au:
-        try:
-            with store_lock(store.uri, f"retrain-{name}", 0, cfg.retrain.lock):
-                outcome = _attempt(cfg, overrides, started, store, au, before_training)
-        except LockHeldError as exc:
-            outcome = Outcome("locked_out", str(exc))
-            au.tags({Tag.LOCK_HOLDER: json.dumps(exc.holder)})
-        outcome.audit_run_id = au.run_id
-        au.tags(outcome.audit_tags())
+    tags = {Tag.RETRAIN_ACTION: action, Tag.MODEL_NAME: name}
+    with reg.server_errors():
+        store = open_store(cfg.tracking, cfg.retrain.experiment)
+        with audit_run(store, action, tags) as au, reg.server_errors():
+            try:
+                with store_lock(store.uri, f"retrain-{name}", 0, cfg.retrain.lock):
+                    outcome = attempt(store, au)
+            except LockHeldError as exc:
+                outcome = Outcome("locked_out", str(exc))
+                au.tags({Tag.LOCK_HOLDER: json.dumps(exc.holder)})
+            outcome.audit_run_id = au.run_id
+            au.tags(outcome.audit_tags())
     return outcome
 
 
@@ -216,6 +231,7 @@ def _attempt(
             Tag.HOLDOUT_PATH: holdout.path,
         }
     )
+    reg.ensure_model(client, name)
     champion = reg.alias_version(client, name, reg.CHAMPION)
     before = str(champion.version) if champion else None
     if not cfg.retrain.force:
@@ -391,17 +407,9 @@ def manual(cfg: RetrainAppConfig, action: str, version: str | None = None) -> Ou
     """`promote VERSION` or `rollback` by hand: the alias moves under the retrain lock, and
     the change is an audit run like any retraining attempt."""
     name = cfg.registry.model_name
-    store = open_store(cfg.tracking, cfg.retrain.experiment)
-    client = MlflowClient(store.uri)
-    with audit_run(store, action, {Tag.RETRAIN_ACTION: action, Tag.MODEL_NAME: name}) as au:
-        try:
-            with store_lock(store.uri, f"retrain-{name}", 0, cfg.retrain.lock):
-                outcome = _move(client, name, action, version)
-        except LockHeldError as exc:
-            outcome = Outcome("locked_out", str(exc))
-        outcome.audit_run_id = au.run_id
-        au.tags(outcome.audit_tags())
-    return outcome
+    return _audited(
+        cfg, action, lambda store, _: _move(MlflowClient(store.uri), name, action, version)
+    )
 
 
 def _move(client: MlflowClient, name: str, action: str, version: str | None) -> Outcome:

@@ -5,24 +5,122 @@ are read from the registered model (`get_registered_model(name).aliases`), since
 `search_model_versions` returns versions without theirs. Which versions held `champion`,
 in order, is a registered-model tag (`champion.history`), so that `rollback` knows the
 previous one.
+
+On a team server (MLflow's basic-auth app) a request the server refuses or fails becomes a
+`RegistryError` naming the request and the account (`server_errors`), and retraining makes
+the registered model before it reads any alias of it (`ensure_model`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping
+import traceback
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from http.client import responses
+from urllib.parse import urlsplit
 
 import mlflow
+import requests
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.credentials import read_mlflow_creds
+from mlflow.utils.rest_utils import http_request, verify_rest_response
 
+from pipeline import errors
 from pipeline.names import Metric, Tag
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 _MODEL_ID = re.compile(r"m-[0-9a-f]{32}")
+
+
+class RegistryError(errors.RegistryError):
+    """The tracking server refused or failed a request (a 403, a 500, ...) of the registry or
+    of tracking: `request` (e.g. `POST registered-models/alias`), the `account` it was sent
+    as, the answer's `status` and MLflow's message, in one line."""
+
+    def __init__(self, request: str, account: str, status: int, message: str) -> None:
+        super().__init__(f"{request} as {account}: {status} {message}")
+        self.request, self.account, self.status = request, account, status
+
+
+@contextlib.contextmanager
+def server_errors() -> Iterator[None]:
+    """Raise a server's refusal or failure inside the block as a RegistryError; any other
+    error (a local store's, no answer at all, a bug) goes on as it is."""
+    try:
+        yield
+    except (MlflowException, requests.HTTPError) as exc:
+        refused = _refusal(exc)
+        if refused is None:
+            raise
+        raise refused from exc
+
+
+# urllib3's words once MLflow has spent its retries on a 429 or a 5xx (`http_request`)
+_RETRIED = re.compile(r"too many (\d{3}) error responses")
+
+
+def _refusal(exc: BaseException) -> RegistryError | None:
+    """What `exc` (or what it was raised from) says the server answered, as a RegistryError;
+    None when it was not a server's answer. MLflow's REST client raises an MlflowException
+    whose text names the endpoint but neither the method nor the account: they are in the
+    frames the traceback keeps, those of `verify_rest_response` (the answer it checked) or,
+    after retries, of `http_request`. Its artifact client raises requests' HTTPError, which
+    holds the answer."""
+    error: BaseException | None = exc
+    while error is not None:
+        if isinstance(error, requests.HTTPError) and error.response is not None:
+            return _answered(error.response)
+        for frame, _ in traceback.walk_tb(error.__traceback__):
+            if frame.f_code is verify_rest_response.__code__:
+                return _answered(frame.f_locals["response"])
+            if frame.f_code is http_request.__code__ and (retried := _RETRIED.search(str(error))):
+                status = int(retried[1])
+                reason = (
+                    f"{responses.get(status, '')}, also when retried (the server's log says why)"
+                )
+                return _error(frame.f_locals["method"], frame.f_locals["endpoint"], status, reason)
+        error = error.__cause__
+    return None
+
+
+def _answered(response: requests.Response) -> RegistryError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "message" in body:
+        text = f"{body.get('error_code', 'ERROR')}: {body['message']}"
+    else:
+        text = response.text or response.reason
+    path = urlsplit(response.request.url or "").path
+    return _error(str(response.request.method), path, response.status_code, text)
+
+
+def _error(method: str, path: str, status: int, message: str) -> RegistryError:
+    request = f"{method} {re.sub(r'^.*?/api/[0-9.]+/(mlflow/)?', '', path)}"
+    account = read_mlflow_creds().username or "anonymous"
+    return RegistryError(request, account, status, " ".join(message.split())[:300])
+
+
+def ensure_model(client: MlflowClient, name: str) -> None:
+    """Register the model `name` unless this account sees it already. The basic-auth app
+    answers a request about a model that does not exist (its alias, its versions, the model
+    itself on a server with workspaces) with 403, not 404, so that no one learns which names
+    exist: retraining makes the model, as the account that adds its versions, before it reads
+    an alias. A search shows only what the account may read, so an account that may not
+    make the model gets the 403 of this create (a RegistryError), never a guess."""
+    if client.search_registered_models(filter_string=f"name = '{name}'"):
+        return
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # made meanwhile, by another attempt
+            raise
 
 
 def logged_model_id(client: MlflowClient, run_id: str) -> str:

@@ -75,7 +75,7 @@ CASES = [
     ),
     ("schedule", ["schedule.cron=nope"], 2, "config error: "),
     ("registry", ["promote"], 2, "config error: registry promote takes the version"),
-    ("registry", ["list", f"tracking.uri={DOWN}", *FAST], 2, f"tracking error: cannot reach"),
+    ("registry", ["list", f"tracking.uri={DOWN}", *FAST], 2, "tracking error: cannot reach"),
     ("predict", ["input=x.png"], 2, "config error: model=<URI> is required"),
     (
         "predict",

@@ -200,6 +200,9 @@ def test_auth_is_on_with_its_own_database() -> None:
     auth_db = auth_uri.rsplit("/", 1)[1]
     assert auth_db != tracking_db
     assert auth["mlflow"]["default_permission"] == "READ"
+    # creating (an experiment, a registered model) needs USE on the workspace, given by role
+    assert "--enable-workspaces" in command
+    assert auth["mlflow"]["grant_default_workspace_access"] == "false"
     # the postgres image makes the auth database on first start, from the mounted folder
     init = {
         v.split(":")[0]: v.split(":")[1] for v in services["db"]["volumes"] if v.startswith("./")

@@ -4,7 +4,7 @@
 
 Without --model, the default network (`mlp`, 1,024 hidden units; untrained weights cost the
 same to run) is logged as the pipeline logs it into a throw-away store and loaded back with
-`mlflow.pyfunc.load_model`, as `python -m pipeline.predict` loads it. Start-up (imports, model
+`pipeline.jobs.prediction.load_model`, as `notmnist predict` loads it. Start-up (imports, model
 loading, the first call's tracing) is left out: one untimed warm-up call, then each step
 timed alone and the whole `predict_files` (read the archive, decode, predict, write the CSV).
 """

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/search.py [--trials 4] [--no-postgres] [overrides...]
 
-Runs `python -m pipeline.search` on a space of equal trials (bench/conf/search/equal.yaml: one
+Runs `notmnist search` on a space of equal trials (bench/conf/search/equal.yaml: one
 fixed value, so every trial trains the same network) into a throw-away MLflow store:
 
 1. one worker on the embedded journal storage, 2. one worker on PostgreSQL (a database this
@@ -58,7 +58,7 @@ def study(scratch: Path, name: str, trials: int, extra: list[str]) -> dict[str, 
     ]
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "pipeline.search", *args],
+        [sys.executable, "-m", "pipeline", "search", *args],
         cwd=ROOT,
         env=env,
         check=True,

@@ -20,6 +20,16 @@ as `<kind>: <message>`, and exits with its code. Nothing below the kernel prints
 from __future__ import annotations
 
 
+class Abort(BaseException):
+    """Carries a PipelineError through code that turns every Exception into a warning and
+    goes on (Hydra's callbacks): a sweep that cannot start, or whose jobs failed, must stop
+    and say so. The command kernel raises `error` again."""
+
+    def __init__(self, error: PipelineError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class PipelineError(Exception):
     """An error the person can act on; `str()` is one line: what, where, and what to do."""
 

@@ -52,6 +52,29 @@ def cli(
     )
 
 
+# What a command must not print (its output a file): TensorFlow's C++ and absl notices, MLflow's
+# download bar and INFO lines, progress bars (carriage returns), tracebacks.
+NOISE = (
+    "I0000 ",
+    "E0000 ",
+    "W0000 ",
+    "absl::InitializeLog",
+    "oneDNN custom operations",
+    "Downloading artifacts",
+    "Validating input example",
+    "Creating initial MLflow database tables",
+    "\r",
+    "Traceback (most recent call last)",
+)
+
+
+def assert_quiet(result: subprocess.CompletedProcess[str]) -> None:
+    """A command's output holds none of `NOISE`."""
+    for text in (result.stdout, result.stderr):
+        for noise in NOISE:
+            assert noise not in text, f"{noise!r} in:\n{text[-3000:]}"
+
+
 @contextlib.contextmanager
 def running(*args: str) -> Iterator[subprocess.Popen[str]]:
     """`python -m pipeline args...` in the background, for tests that interrupt it; killed

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from pipeline.config import ConfigError, check_override_keys, config_dir
 from pipeline.config.compose import one_line
+from pipeline.errors import Abort
 
 T = TypeVar("T")
 
@@ -44,9 +45,15 @@ def run_hydra(
 
     @hydra.main(version_base="1.3", config_path=str(path), config_name=name)
     def main(cfg: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # each job says its own (train's)
+            task(cfg)
+            return
         try:
             result.append(task(cfg))
-        except BaseException as exc:  # the kernel's to say, not Hydra's ("Error executing job")
+        except Exception as exc:  # the kernel's to say, not Hydra's ("Error executing job")
             raised.append(exc)
 
     argv, sys.argv = sys.argv, [sys.argv[0], *args]
@@ -54,6 +61,8 @@ def run_hydra(
         main()
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(one_line(exc)) from None
+    except Abort as abort:  # a sweep's callback said so
+        raise abort.error from None
     finally:
         sys.argv = argv
     if raised:

@@ -670,7 +670,7 @@ def check_override_keys(args: Sequence[str], schema: type[BaseModel] | None = No
             if part not in fields:
                 where, option = ".".join(path), _option(path, given)
                 message = _unknown_key(".".join([*path, part]), fields)
-                if option and where in groups:  # the chosen option's keys, named as such
+                if option and len(_union_members(cls)) > 1:  # the chosen option's keys
                     message = message.replace(f": {where} has", f": {where}={option} has", 1)
                 raise ConfigError(message)
             path.append(part)

@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import TrackingConfig
-from pipeline.errors import RunsFailedError
+from pipeline.errors import Abort, RunsFailedError
 from pipeline.names import Artifact, Metric, Tag
 
 if TYPE_CHECKING:
@@ -98,10 +98,13 @@ class MlflowSweepCallback(Callback):
 
         from pipeline.tracking.processes import process_tags
         from pipeline.tracking.runs import git_tags, raise_interrupt
-        from pipeline.tracking.store import open_store
+        from pipeline.tracking.store import TrackingError, open_store
 
         settings = tracking_settings(config)
-        store = open_store(settings)  # a TrackingError before any job: one line, as alone
+        try:
+            store = open_store(settings)
+        except TrackingError as exc:  # before any job: one line, as a single run says it
+            raise Abort(exc) from None
         overrides = [str(o) for o in config.hydra.overrides.task]
         name = settings.run_name or f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}"
         client = MlflowClient(store.uri)
@@ -163,9 +166,11 @@ class MlflowSweepCallback(Callback):
         store = Store(str(self.uri), experiment.experiment_id, experiment.name)
         log.info("Compare the runs: %s", store.ui_hint())
         if failed or runs.empty:
-            raise RunsFailedError(
-                f"{failed} of the sweep's {len(runs)} runs failed: see the report on its "
-                f"parent run {self.run_id}"
+            raise Abort(
+                RunsFailedError(
+                    f"{failed} of the sweep's {len(runs)} runs failed: see the report on its "
+                    f"parent run {self.run_id}"
+                )
             )
 
     def _end_if_running(self, status: str) -> None:

@@ -5,6 +5,8 @@ tracking 2, locked out 3), whatever raised them. Run in this process through the
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,20 @@ DOWN = "http://127.0.0.1:9"  # nothing listens there: refused at once
 FAST = ("tracking.timeout_seconds=2", "tracking.retries=0")
 RUN_ID = "0123456789abcdef0123456789abcdef"
 MISSING = "/nonexistent/letters.tar.gz"
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Hydra points the root logger at this test's captured streams; later tests must not
+    write to them once they are closed."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def _line(capsys: pytest.CaptureFixture[str], command: str, *args: str) -> tuple[int, str]:

@@ -26,10 +26,3 @@ def test_reproducing_a_run_gives_identical_metrics(champion: Champion) -> None:
     )
     assert again.info.status == "FINISHED"
     assert again.data.metrics["test_accuracy"] == champion.test_accuracy
-
-
-def test_an_unknown_run_is_a_one_line_error(store_uri: str) -> None:
-    result = cli("reproduce", "0123456789abcdef0123456789abcdef")
-    assert result.returncode == 1
-    [line] = result.stderr.strip().splitlines()[-1:]
-    assert line.startswith("run error: 0123456789abcdef0123456789abcdef in sqlite:///")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, cli
+from conftest import PROJECT_ROOT, assert_quiet, cli
 from mlflow.tracking import MlflowClient
 from retrain_helpers import SMALL, Sources
 
@@ -171,7 +171,8 @@ def test_scheduler_runs_the_job_one_at_a_time_and_stops_on_sigterm(
         scheduler.kill()
     assert scheduler.returncode == 0, err[-3000:]
     assert "next retrain at" in out
-    assert "schedule: stopped" in out
+    assert "schedule: stopped (signal 15)" in out
+    assert_quiet(subprocess.CompletedProcess([], 0, out, err))  # its retrains' output too
     runs = audits("FINISHED") + audits("KILLED")
     runs.sort(key=lambda r: r.info.start_time)
     assert audits("RUNNING") == []

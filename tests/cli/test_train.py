@@ -159,12 +159,12 @@ def test_bad_data_fails_in_one_line_and_marks_the_run(store_uri: str, tmp_path: 
 
 @pytest.mark.slow
 def test_nan_loss_fails_the_run_in_one_line(store_uri: str, tmp_path: Path) -> None:
-    result = cli(*TINY, "train.learning_rate=1e30", f"hydra.run.dir={tmp_path}")
+    result = cli(*TINY, "train.learning_rate=5000", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     line = (
-        "training error: loss became nan at epoch 1: try a smaller train.learning_rate "
-        "(now 1e+30), or check the data for extreme values"
+        "training error: val_loss became nan at epoch 1: try a smaller train.learning_rate "
+        "(now 5000), or check the data for extreme values"
     )
     assert result.stderr.strip().splitlines()[-1] == line
     [found] = _runs(store_uri)

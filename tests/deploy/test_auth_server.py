@@ -692,11 +692,11 @@ def _retrain(
     """`python -m pipeline.retrain` as `account`, on the data of the first scheduled retrain."""
     src = done.sources
     return cli(
+        "retrain",
         *SMALL,
         f"data.path={src.v1}",
         f"retrain.holdout.path={src.holdout}",
         f"hydra.run.dir={run_dir}",
-        module="pipeline.retrain",
         env=_pipeline_env(server, account, done.home),
         timeout=300,
     )

@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from retrain_helpers import SMALL, Sources, retrain_settings
 
-from pipeline.jobs.retraining import Scores, config_digest, decide, fingerprint
+from pipeline.jobs.retraining import Scores, config_digest, decide, fingerprint, outcome_error
 from pipeline.names import Artifact, Metric, Tag
 
 LETTERS = "ABCDEFGHIJ"
@@ -105,7 +105,7 @@ def test_same_data_again_is_skipped_without_a_new_version(history) -> None:
     outcomes, client, _, _ = history
     same = outcomes["same"]
     assert same.decision == "skipped"
-    assert same.exit_code == 0
+    assert outcome_error(same) is None  # the command exits 0
     assert "data unchanged" in same.reason
     assert same.version is None
     audit = audit_runs(client)[same.audit_run_id]
@@ -198,23 +198,27 @@ def test_every_attempt_is_one_finished_audit_run(history) -> None:
 
 @pytest.mark.slow
 def test_rollback_and_promote_move_the_champion_and_are_audited(history, capsys) -> None:
-    from pipeline.cli.registry import main
+    from pipeline.cli.commands import COMMANDS
+    from pipeline.cli.main import run
 
     _, client, _, _ = history
     store = f"tracking.uri={client.tracking_uri}"
 
+    def registry(*args: str) -> int:
+        return run(COMMANDS["registry"], [*args, store])
+
     def champion() -> str:
         return str(client.get_model_version_by_alias("notmnist", "champion").version)
 
-    assert main(["rollback", store]) == 0
+    assert registry("rollback") == 0
     assert champion() == "1"
     assert "champion 2 -> 1" in capsys.readouterr().out
-    assert main(["rollback", store]) == 1  # nothing older than version 1
-    assert "no previous champion" in capsys.readouterr().out
+    assert registry("rollback") == 1  # nothing older than version 1
+    assert "registry error: no previous champion" in capsys.readouterr().err
     assert champion() == "1"
-    assert main(["promote", "3", store]) == 0
+    assert registry("promote", "3") == 0
     assert champion() == "3"
-    assert main(["promote", "99", store]) == 1
+    assert registry("promote", "99") == 1
     assert "version=99" in capsys.readouterr().err
     assert champion() == "3"
 
@@ -240,10 +244,10 @@ def test_rollback_and_promote_move_the_champion_and_are_audited(history, capsys)
 
 @pytest.mark.slow
 def test_registry_list_shows_versions_aliases_scores_and_decisions(history, capsys) -> None:
-    from pipeline.cli.registry import main
+    from pipeline.cli.registry import run
 
     _, client, _, _ = history
-    assert main(["list", f"tracking.uri={client.tracking_uri}"]) == 0
+    assert run(["list", f"tracking.uri={client.tracking_uri}"]) == 0
     lines = capsys.readouterr().out.splitlines()
     header, rows = lines[1].split(), [line.split() for line in lines[2:]]
     assert header == [

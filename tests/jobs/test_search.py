@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 import pandas as pd
 import pytest
-from conftest import CONF_DIR, ENDLESS, PROJECT_ROOT, TINY, cli, wait_for_epoch
+from conftest import CONF_DIR, ENDLESS, PROJECT_ROOT, TINY, assert_quiet, cli, wait_for_epoch
 from mlflow.tracking import MlflowClient
 
 from pipeline.jobs.search import _best_trial, check_storage, journal_path
@@ -76,6 +76,7 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     exported = CONF_DIR / "experiment" / f"{export}.yaml"
     try:
         assert result.returncode == 0, result.stderr[-3000:]
+        assert_quiet(result)
         yield {
             "store_uri": store_uri,
             "root": root,

@@ -1,0 +1,80 @@
+"""`serve(settings)`: the follower, the batcher and the app under uvicorn, until SIGINT or
+SIGTERM (uvicorn's: it stops taking connections and answers those in flight)."""
+
+from __future__ import annotations
+
+import logging
+
+from pipeline.config import ServeConfig
+from pipeline.config.schema import ALIAS_URI
+
+log = logging.getLogger(__name__)
+
+# images per forward pass when requests are joined (one request of more goes alone): larger
+# passes gain little throughput here and cost latency (docs/serving.md)
+MAX_BATCH_IMAGES = 256
+
+
+def serve(settings: ServeConfig) -> None:
+    """Serve `settings.model` (models:/<name>@<alias>) on `settings.host:port`, following the
+    alias; returns when the server is stopped."""
+    import mlflow
+    import uvicorn
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.serving.app import PATHS, Limits, create_app
+    from pipeline.serving.batching import Batcher
+    from pipeline.serving.follower import Follower
+    from pipeline.serving.metrics import Metrics
+    from pipeline.tracking.models import load_keras
+    from pipeline.tracking.store import limit_requests, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(settings.tracking.uri)
+    limit_requests(settings.tracking.timeout_seconds, settings.tracking.retries)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    found = ALIAS_URI.fullmatch(settings.model)
+    assert found is not None  # (the config's check)
+    metrics = Metrics(PATHS)
+    follower = Follower(
+        MlflowClient(uri, registry_uri=uri),
+        found["name"],
+        found["alias"],
+        load_keras,
+        on_swap=metrics.swapped,
+    )
+    batcher = Batcher(
+        lambda: follower.current,
+        max_waiting=settings.max_connections,
+        max_batch_images=MAX_BATCH_IMAGES,
+        on_batch=metrics.batch,
+    )
+    app = create_app(
+        follower, batcher, metrics, Limits(settings.max_images, settings.max_body_bytes)
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            limit_concurrency=settings.max_connections,
+            access_log=False,  # one line per request would cost more than the request
+            log_config=None,  # uvicorn's lines go through this program's logging
+            lifespan="off",
+            server_header=False,
+        )
+    )
+    log.info(
+        "serving %s (store %s) on http://%s:%d, reading the alias every %g s",
+        settings.model,
+        uri,
+        settings.host,
+        settings.port,
+        settings.poll_seconds,
+    )
+    follower.start(settings.poll_seconds)
+    try:
+        server.run()
+    finally:
+        follower.stop()
+        batcher.close()

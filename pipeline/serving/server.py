@@ -1,9 +1,12 @@
 """`serve(settings)`: the follower, the batcher and the app under uvicorn, until SIGINT or
-SIGTERM (uvicorn's: it stops taking connections and answers those in flight)."""
+SIGTERM: uvicorn stops taking connections and answers those in flight, then `serve` returns
+(exit 0, where uvicorn alone would end the process by the signal once done)."""
 
 from __future__ import annotations
 
 import logging
+import signal
+from types import FrameType
 
 from pipeline.config import ServeConfig
 from pipeline.config.schema import ALIAS_URI
@@ -13,6 +16,14 @@ log = logging.getLogger(__name__)
 # images per forward pass when requests are joined (one request of more goes alone): larger
 # passes gain little throughput here and cost latency (docs/serving.md)
 MAX_BATCH_IMAGES = 256
+
+
+class _StoppedError(Exception):
+    """SIGINT or SIGTERM, raised once uvicorn has shut down (it raises the signal again)."""
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    raise _StoppedError(signal.Signals(signum).name)
 
 
 def serve(settings: ServeConfig) -> None:
@@ -73,8 +84,13 @@ def serve(settings: ServeConfig) -> None:
         settings.poll_seconds,
     )
     follower.start(settings.poll_seconds)
+    handlers = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.run()
+    except _StoppedError as stop:
+        log.info("stopped by %s, the requests in flight answered", stop)
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         follower.stop()
         batcher.close()

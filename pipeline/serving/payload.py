@@ -92,8 +92,8 @@ def _whole_bytes(batch: list[Any]) -> np.ndarray | None:
     """(n, 28, 28) uint8 when every image is 28 lists of 28 integers 0-255; None for anything
     else, which `check_images` then judges (and refuses, or converts, as the model does)."""
     rows, columns = IMAGE_SHAPE
-    try:
-        if not all(len(i) == rows and all(len(r) == columns for r in i) for i in batch):
+    try:  # (map and set: the shape checked without a Python-level loop)
+        if set(map(len, batch)) != {rows} or set(map(len, chain.from_iterable(batch))) != {columns}:
             return None
         flat = bytes(chain.from_iterable(chain.from_iterable(batch)))
     except (TypeError, ValueError):  # not lists, not integers, or outside 0-255

@@ -68,6 +68,7 @@ def serve(settings: ServeConfig) -> None:
             app,
             host=settings.host,
             port=settings.port,
+            http="httptools",  # (docs/serving.md: 30-40% more requests/s than h11 here)
             limit_concurrency=settings.max_connections,
             access_log=False,  # one line per request would cost more than the request
             log_config=None,  # uvicorn's lines go through this program's logging

@@ -47,5 +47,13 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def main() -> None:
-    """The console script: reject unknown keys with the allowed ones named, then run Hydra."""
-    checked_main(_hydra_main, check=check_serve_keys)
+    """The console script: reject unknown keys with the allowed ones named, then run Hydra;
+    TensorFlow's start-up notes are left out of the log, and its seconds of teardown out of
+    the stop (`_process.exit_now`)."""
+    _process.filter_native_noise()
+    code: int | str | None = 0
+    try:
+        checked_main(_hydra_main, check=check_serve_keys)
+    except SystemExit as exc:
+        code = exc.code
+    _process.exit_now(code)

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from compose_env import load
 from conftest import free_port
 from make_sources import letters
+from small_registry import wait_until_healthy
 from test_auth_server import ENV, ROOT, Server, server  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -92,17 +92,7 @@ def test_the_serve_service_answers_as_the_viewer(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
+        wait_until_healthy(url, proc, log)
         images, _ = letters(1)
         request = urllib.request.Request(
             f"{url}/invocations",

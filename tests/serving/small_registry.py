@@ -1,11 +1,14 @@
-"""A small registry for the serving tests: two real Keras networks (8 hidden units, other
-seeds, so that they answer differently), logged as the pipeline logs them into a SQLite store
-and registered as versions 1 and 2 of `notmnist`, with `champion` on version 1; and version 3,
-whose files do not exist (a version that fails to load)."""
+"""The serving tests' registry: two real Keras networks (8 hidden units, other seeds, so
+that they answer differently), logged as the pipeline logs them into a SQLite store and
+registered as versions 1 and 2 of `notmnist`, with `champion` on version 1; and version 3,
+whose files do not exist (a version that fails to load). And a wait for a server process."""
 
 from __future__ import annotations
 
 import logging
+import subprocess
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,3 +91,21 @@ def serving(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ser
         yield Served(follower, batcher, metrics, app)
     finally:
         batcher.close()
+
+
+def wait_until_healthy(
+    url: str, proc: subprocess.Popen[Any], log: Path, timeout: float = 180
+) -> None:
+    """Until `<url>/health` answers 200 (a version is loaded); fails with the end of the
+    server's `log` if it ends first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:  # not listening yet, or 503 (HTTPError is an OSError)
+            pass
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)

@@ -23,6 +23,7 @@ import pytest
 from conftest import cli, free_port
 from mlflow.tracking import MlflowClient
 from models_fixture import Champion, letters, register_champion
+from small_registry import wait_until_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -93,16 +94,7 @@ def server(store: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[s
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                if _get(f"{url}/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
-            time.sleep(0.5)
+        wait_until_healthy(url, proc, tmp_path / "serve.log")
         yield url, proc
     finally:
         if proc.poll() is None:

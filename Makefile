@@ -50,6 +50,7 @@ bench: setup  ## the benchmarks in bench/ (minutes; figures in docs/benchmarks.m
 	$(PY) bench/train.py --jax
 	$(PY) bench/predict.py
 	$(PY) bench/search.py
+	$(PY) bench/serve.py
 
 lock: setup  ## re-pin every dependency after changing pyproject.toml
 	$(PY) -m pip freeze --exclude-editable | grep -v '^notmnist-pipeline' > requirements.lock

@@ -229,6 +229,23 @@ _TABLE = (
         ),
     ),
     Command(
+        name="serve",
+        summary="serve a registered model's alias over HTTP and follow it as it moves",
+        entry="pipeline.cli.serve:run",
+        usage="notmnist serve [model=models:/<name>@<alias>] [host=...] [port=...] [key=value ...]",
+        schema="pipeline.config.schema:ServeConfig",
+        config="serve/serve",
+        about="MLflow's scoring protocol (POST /invocations with inputs or instances), "
+        "/ping, /health, /version, Prometheus /metrics and a page for people at /. Every "
+        "poll_seconds it reads where the alias points; a new version is loaded in the "
+        "background, checked and swapped in atomically, with no failed request.",
+        examples=(
+            "notmnist serve",
+            "notmnist serve model=models:/notmnist@challenger port=5002 poll_seconds=5",
+        ),
+        exit_codes=((0, "stopped by SIGTERM or Ctrl-C"), CONFIG, TRACKING),
+    ),
+    Command(
         name="maintenance",
         summary="find runs left RUNNING by a process that died, and mark them KILLED",
         entry="pipeline.cli.maintenance:run",

@@ -8,6 +8,7 @@ fields into their explicit arguments.
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -837,3 +838,68 @@ def _union_members(annotation: Any) -> tuple[type[BaseModel], ...]:
             if isinstance(m, type) and issubclass(m, BaseModel)
         )
     return ()
+
+
+class ServeTrackingConfig(_Section):
+    """Where `serve` reads the registry and downloads models: the `tracking` settings of the
+    other commands that apply to a reader (a server's account is MLFLOW_TRACKING_USERNAME and
+    MLFLOW_TRACKING_PASSWORD in the environment, as MLflow reads them)."""
+
+    uri: str | None = Field(
+        description="the store or server with the registry; null = the project's mlruns/"
+    )
+    timeout_seconds: Positive = Field(
+        15.0, description="the budget of each request to a tracking server, retries included"
+    )
+    retries: Annotated[int, Field(ge=0, le=10)] = Field(
+        2, description="retried requests to a tracking server within that budget"
+    )
+
+
+# models:/<registered model>@<alias>: what `serve` follows
+ALIAS_URI = re.compile(r"models:/(?P<name>[A-Za-z0-9_.-]+)@(?P<alias>[A-Za-z0-9_-]+)")
+
+
+def _alias_uri(value: str) -> str:
+    if not ALIAS_URI.fullmatch(value):
+        raise ValueError("give a registered model's alias: models:/<name>@<alias>")
+    return value
+
+
+class ServeConfig(_Section):
+    """`notmnist serve` (conf/serve/serve.yaml): an HTTP server of a registered model's alias
+    that follows the alias as it moves."""
+
+    model: Annotated[str, AfterValidator(_alias_uri)] = Field(
+        description="the alias to serve and follow, models:/<name>@<alias>"
+    )
+    host: Annotated[str, Field(min_length=1)] = Field(
+        description="the address to listen on (0.0.0.0: every interface)"
+    )
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(description="the TCP port to listen on")
+    poll_seconds: Annotated[float, Field(ge=0.1, le=86400)] = Field(
+        description="how often the alias is read; a new version is loaded when it moved"
+    )
+    max_images: PositiveInt = Field(description="images per request; more is HTTP 413")
+    max_body_bytes: PositiveInt = Field(description="bytes per request body; more is HTTP 413")
+    max_connections: PositiveInt = Field(
+        description="connections and requests at once; more get HTTP 503 (bounds the memory "
+        "held by request bodies to max_connections x max_body_bytes)"
+    )
+    tracking: ServeTrackingConfig = Field(description="the registry's store or server")
+
+
+def validate_serve(raw: object) -> ServeConfig:
+    """`validate` for the serve command's config."""
+    return validated(ServeConfig, raw)
+
+
+def check_serve_keys(args: Sequence[str]) -> None:
+    """`check_override_keys` for the serve command, which has no config groups: `model=` is
+    the alias URI, not the training config's group."""
+    for arg in _overrides_only(args):
+        key = arg.split("=", 1)[0].split(".", 1)[0]
+        hydra_own = key.startswith(("-", "+", "~", "hydra"))
+        if "=" in arg and not hydra_own and key not in ServeConfig.model_fields:
+            raise ConfigError(_unknown_key(key, ServeConfig.model_fields))
+    check_override_keys(args, ServeConfig)

@@ -132,9 +132,13 @@ def test_env_file_is_ignored_and_the_example_lists_every_variable() -> None:
 def test_ports_are_bound_to_loopback_unless_opted_in() -> None:
     published = {name: s.get("ports", []) for name, s in _services().items()}
     assert published.pop("mlflow") == ["127.0.0.1:5000:5000"]
+    assert published.pop("serve") == ["127.0.0.1:5001:5001"]
     assert not any(published.values()), published  # the database is never published
-    opted_in = _services({**SECRETS, "MLFLOW_BIND": "0.0.0.0", "MLFLOW_PORT": "8080"})
+    opted_in = _services(
+        {**SECRETS, "MLFLOW_BIND": "0.0.0.0", "MLFLOW_PORT": "8080", "SERVE_BIND": "0.0.0.0"}
+    )
     assert opted_in["mlflow"]["ports"] == ["0.0.0.0:8080:5000"]
+    assert opted_in["serve"]["ports"] == ["0.0.0.0:5001:5001"]
 
 
 @pytest.mark.parametrize("service", ["mlflow", "train"])

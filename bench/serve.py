@@ -1,4 +1,4 @@
-"""HTTP serving: `python -m pipeline.serve` against `mlflow models serve`, then promotions
+"""HTTP serving: `notmnist serve` against `mlflow models serve`, then promotions
 and rollbacks under load.
 
     .venv/bin/python bench/serve.py [--seconds 8] [--rounds 2] [--promotions 10]
@@ -78,7 +78,7 @@ def start(name: str, store: str, port: int, folder: Path, poll_seconds: float) -
         command = [str(venv / "mlflow"), "models", "serve", "-m", "models:/notmnist@champion"]
         command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
     else:
-        command = [sys.executable, "-m", "pipeline.serve", f"port={port}"]
+        command = [sys.executable, "-m", "pipeline", "serve", f"port={port}"]
         command += [f"poll_seconds={poll_seconds}"]
     log = (folder / f"{port}.log").open("w")
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -659,8 +659,9 @@ def check_override_keys(args: Sequence[str], schema: type[BaseModel] | None = No
         if "." not in key:
             if key not in groups and key not in root.model_fields:
                 raise ConfigError(_unknown_key(key, root.model_fields))
-            if key in groups:
-                _check_options(key, value)
+            field = root.model_fields.get(key)
+            if key in groups and (field is None or _fields(field.annotation) is not None):
+                _check_options(key, value)  # a group of this config (not predict's model=URI)
             continue
         cls: Any = root
         path: list[str] = []
@@ -851,7 +852,7 @@ class ServeTrackingConfig(_Section):
     timeout_seconds: Positive = Field(
         15.0, description="the budget of each request to a tracking server, retries included"
     )
-    retries: Annotated[int, Field(ge=0, le=10)] = Field(
+    retries: Annotated[int, Field(strict=True, ge=0, le=10)] = Field(
         2, description="retried requests to a tracking server within that budget"
     )
 
@@ -876,8 +877,10 @@ class ServeConfig(_Section):
     host: Annotated[str, Field(min_length=1)] = Field(
         description="the address to listen on (0.0.0.0: every interface)"
     )
-    port: Annotated[int, Field(ge=1, le=65535)] = Field(description="the TCP port to listen on")
-    poll_seconds: Annotated[float, Field(ge=0.1, le=86400)] = Field(
+    port: Annotated[int, Field(strict=True, ge=1, le=65535)] = Field(
+        description="the TCP port to listen on"
+    )
+    poll_seconds: Annotated[float, Field(strict=True, ge=0.1, le=86400)] = Field(
         description="how often the alias is read; a new version is loaded when it moved"
     )
     max_images: PositiveInt = Field(description="images per request; more is HTTP 413")

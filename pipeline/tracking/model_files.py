@@ -95,42 +95,44 @@ def network_file(model_dir: Path) -> Path:
         flavor = meta["flavors"]["python_function"]
         loader, relative = flavor["loader_module"], flavor["artifacts"][KERAS_FILE_KEY]["path"]
     except (OSError, TypeError, KeyError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{mlmodel}: not the MLmodel of a letter classifier ({exc})") from None
+        why = exc.strerror if isinstance(exc, OSError) else exc
+        raise ModelFileError(f"MLmodel: not the MLmodel of a letter classifier ({why})") from None
     if loader != _LOADER or not isinstance(relative, str):
         raise ModelFileError(
-            f"{mlmodel}: loader {loader!r}, not a letter classifier logged by this pipeline"
+            f"MLmodel: loader {loader!r}, not a letter classifier logged by this pipeline"
         )
     parts = PurePosixPath(relative).parts
     if PurePosixPath(relative).is_absolute() or ".." in parts or not relative.endswith(".keras"):
-        raise ModelFileError(f"{mlmodel}: its network path {relative!r} leaves the model")
+        raise ModelFileError(f"MLmodel: its network path {relative!r} leaves the model")
     keras_file = model_dir.joinpath(*parts)
     if keras_file.is_symlink() or not keras_file.is_file():
-        raise ModelFileError(f"{keras_file}: the model's network is not a regular file")
-    _check_network(keras_file)
+        raise ModelFileError(f"{relative}: the model's network is not a regular file")
+    _check_network(keras_file, relative)
     return keras_file
 
 
-def _check_network(keras_file: Path) -> None:
+def _check_network(keras_file: Path, shown: str) -> None:
     try:
         with zipfile.ZipFile(keras_file) as archive:
             unpacked = sum(info.file_size for info in archive.infolist())
             if unpacked > MAX_NETWORK_BYTES:
                 raise ModelFileError(
-                    f"{keras_file}: unpacks to {unpacked:,} bytes, more than a network of this "
+                    f"{shown}: unpacks to {unpacked:,} bytes, more than a network of this "
                     f"pipeline's ({MAX_NETWORK_BYTES:,}); refused"
                 )
             config = json.loads(archive.read("config.json"))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         if isinstance(exc, ModelFileError):
             raise
-        raise ModelFileError(f"{keras_file}: not a readable Keras model ({exc})") from None
+        why = exc.strerror if isinstance(exc, OSError) else exc
+        raise ModelFileError(f"{shown}: not a readable Keras model ({why})") from None
     layers = config.get("config", {}).get("layers") if isinstance(config, dict) else None
     if config.get("class_name") != "Functional" or not isinstance(layers, list):
-        raise ModelFileError(f"{keras_file}: not a functional Keras model")
+        raise ModelFileError(f"{shown}: not a functional Keras model")
     kinds = {str(layer.get("class_name")) for layer in layers if isinstance(layer, dict)}
     if len(kinds) == 0 or kinds - _LAYERS:
         odd = ", ".join(sorted(kinds - _LAYERS)) or "none"
-        raise ModelFileError(f"{keras_file}: layers {odd} are not ones this pipeline builds")
+        raise ModelFileError(f"{shown}: layers {odd} are not ones this pipeline builds")
 
 
 def load_network(keras_file: Path) -> Any:

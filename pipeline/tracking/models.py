@@ -24,6 +24,7 @@ from pipeline.names import Artifact
 from pipeline.tracking.model_files import (
     IMAGE_SHAPE,
     KERAS_FILE_KEY,
+    ModelFileError,
     ModelFiles,
     load_network,
     network_file,
@@ -218,7 +219,10 @@ def load_keras(model_uri: str) -> Any:
 
     with tempfile.TemporaryDirectory(prefix="pipeline-load-") as folder:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=folder))
-        return load_network(network_file(local))
+        try:
+            return load_network(network_file(local))
+        except ModelFileError as exc:  # named by the model, not by the temporary folder
+            raise ModelFileError(f"{model_uri}: {exc}") from None
 
 
 def load_classifier(model_uri: str) -> LetterClassifier:

@@ -110,6 +110,10 @@ CASES = [
         1,
         f"data error: data.path={MISSING} does not exist",
     ),
+    ("serve", ["model=notmnist"], 2, "config error: model=notmnist: give a registered model's"),
+    ("serve", ["data=notmnist"], 2, "config error: unknown key 'data': the config has host, "),
+    ("serve", ["port=70000"], 2, "config error: port=70000: Input should be less than or equal"),
+    ("serve", ["tracking.uri=nowhere"], 2, "tracking error: tracking.uri='nowhere' has no scheme"),
     ("maintenance", ["stale"], 2, "config error: action=stale: Input should be 'stale-runs'"),
     (
         "maintenance",

@@ -1,29 +1,12 @@
-"""`python -m pipeline.serve`'s settings: a bad or unknown one is one line and exit 2, before
+"""`notmnist serve`'s settings: a bad or unknown one is one line and exit 2, before
 anything is imported or served."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from conftest import cli
 
 from pipeline.config import ConfigError, validate_serve
 from pipeline.config.schema import check_serve_keys
-
-
-def test_bad_settings_are_one_line_errors_with_exit_2(tmp_path: Path) -> None:
-    for args, said in [
-        (["model=notmnist"], "config error: model=notmnist: give a registered model's alias"),
-        (["data=notmnist"], "config error: unknown key 'data': the config has host, max_body"),
-        (["tracking.experiment=x"], "config error: unknown key 'tracking.experiment': tracking"),
-        (["port=70000"], "config error: port=70000: Input should be less than or equal to 65535"),
-        (["tracking.uri=nowhere"], "config error: tracking.uri='nowhere' has no scheme"),
-    ]:
-        result = cli(*args, module="pipeline.serve", timeout=120)
-        assert result.returncode == 2, result.stderr
-        [line] = result.stderr.strip().splitlines()
-        assert line.startswith(said), line
 
 
 def test_the_config_file_is_the_documented_defaults() -> None:

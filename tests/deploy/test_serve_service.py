@@ -76,7 +76,7 @@ def test_the_serve_service_answers_as_the_viewer(
 
     version, network = _register_champion(server, monkeypatch)
     entrypoint = service["entrypoint"]
-    assert entrypoint == ["python", "-m", "pipeline.serve"]
+    assert entrypoint == ["python", "-m", "pipeline", "serve"]
     port = free_port()
     command = [
         sys.executable,

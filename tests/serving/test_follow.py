@@ -1,5 +1,5 @@
-"""`python -m pipeline.serve` on a trained champion, as a team runs it: a client sends
-requests throughout while `python -m pipeline.registry` promotes a new version and rolls it
+"""`notmnist serve` on a trained champion, as a team runs it: a client sends
+requests throughout while `notmnist registry` promotes a new version and rolls it
 back. No request fails, the answers move to the new version and back within poll_seconds plus
 the load time, `/version` agrees, and an oversized request gets 413."""
 
@@ -83,7 +83,7 @@ def server(store: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[s
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "pipeline.serve"),
+            *(sys.executable, "-m", "pipeline", "serve"),
             *(f"port={port}", f"poll_seconds={POLL_SECONDS}", "max_images=64"),
         ],
         cwd=tmp_path / "work",
@@ -104,8 +104,8 @@ def server(store: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[s
 
 
 def _move(store: str, *args: str) -> float:
-    """`python -m pipeline.registry <args>`; when it returned."""
-    moved = cli(*args, module="pipeline.registry", env={**os.environ, "MLFLOW_TRACKING_URI": store})
+    """`notmnist registry <args>`; when it returned."""
+    moved = cli("registry", *args, env={**os.environ, "MLFLOW_TRACKING_URI": store})
     assert moved.returncode == 0, moved.stderr[-3000:]
     return time.monotonic()
 

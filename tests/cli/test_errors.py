@@ -5,8 +5,6 @@ tracking 2, locked out 3), whatever raised them. Run in this process through the
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,20 +17,7 @@ DOWN = "http://127.0.0.1:9"  # nothing listens there: refused at once
 FAST = ("tracking.timeout_seconds=2", "tracking.retries=0")
 RUN_ID = "0123456789abcdef0123456789abcdef"
 MISSING = "/nonexistent/letters.tar.gz"
-
-
-@pytest.fixture(autouse=True)
-def _logging_as_it_was() -> Iterator[None]:
-    """Hydra points the root logger at this test's captured streams; later tests must not
-    write to them once they are closed."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.handlers[:] = handlers
-    root.setLevel(level)
+HYDRA_QUIET = ("hydra/job_logging=none", "hydra/hydra_logging=none")
 
 
 def _line(capsys: pytest.CaptureFixture[str], command: str, *args: str) -> tuple[int, str]:
@@ -63,6 +48,12 @@ CASES = [
         [*TINY, f"tracking.uri={DOWN}", *FAST],
         2,
         f"tracking error: cannot reach {DOWN} (Connection refused",
+    ),
+    (
+        "train",
+        ["model.hidden_units=[100000000]"],
+        2,
+        "config error: model.hidden_units=[100000000]: 79,500,000,010 parameters need at least",
     ),
     ("report", [], 2, "config error: give run_id=<sweep parent run id> or experiment=<name>"),
     (
@@ -132,8 +123,9 @@ CASES = [
 def test_each_error_is_one_line_with_its_code(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, command, args, code, start
 ) -> None:
-    if COMMANDS[command].config is not None:  # Hydra's run folder: out of the checkout
-        args = [*args, f"hydra.run.dir={tmp_path / 'run'}"]
+    if COMMANDS[command].config is not None:  # Hydra's run folder: out of the checkout, and
+        # logging left alone (configuring it closes the handlers pytest captures with)
+        args = [*args, f"hydra.run.dir={tmp_path / 'run'}", *HYDRA_QUIET]
     found, line = _line(capsys, command, *args)
     assert (found, line[: len(start)]) == (code, start), line
 
@@ -144,7 +136,7 @@ def test_locked_out_is_exit_3_with_the_holder(
     from pipeline.tracking.locks import store_lock
 
     with store_lock(store_uri, "retrain-notmnist", timeout=0):
-        found, line = _line(capsys, "registry", "rollback", f"hydra.run.dir={tmp_path}")
+        found, line = _line(capsys, "registry", "rollback", *HYDRA_QUIET)
     assert found == 3
     assert line.startswith("locked out: lock 'retrain-notmnist' is held by pid ")
     assert "(audit run " in line

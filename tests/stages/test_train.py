@@ -166,3 +166,24 @@ def test_checkpoint_of_a_run_that_stopped_early_resumes_to_its_result(data, tmp_
     assert resumed.history.equals(first.history)
     for mine, theirs in zip(again.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(mine, theirs)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"epoch": 2, "folder": "../../elsewhere", "history": []},
+        {"epoch": 2, "folder": "epoch-3", "history": []},
+        {"epoch": "2", "folder": "epoch-2", "history": []},
+        "not json",
+    ],
+)
+def test_a_checkpoints_latest_file_names_only_its_own_epoch_folder(tmp_path, state) -> None:
+    """What `latest.json` names is followed only when it is the folder `Checkpoint` writes."""
+    import json
+
+    from pipeline.stages.train import CheckpointError, latest_checkpoint
+
+    (tmp_path / "latest.json").write_text(state if isinstance(state, str) else json.dumps(state))
+    with pytest.raises(CheckpointError):
+        latest_checkpoint(tmp_path)
+    assert latest_checkpoint(tmp_path / "none") is None

@@ -57,3 +57,35 @@ def test_signals_are_restored_after_a_run(store_uri: str) -> None:
     with tracked_run(connect(store_uri, "exp")):
         assert signal.getsignal(signal.SIGTERM) is raise_interrupt
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_audit_runs_record_their_process_for_stale_runs(store_uri: str) -> None:
+    """A retraining attempt SIGKILLed mid-way leaves its audit run RUNNING: its host, pid and
+    start time let `maintenance stale-runs` find it (before: it recorded none)."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking.audit import audit_run
+    from pipeline.tracking.processes import liveness
+    from pipeline.tracking.store import connect
+
+    store = connect(store_uri, "retraining")
+    with audit_run(store, "retrain", {}) as audit:
+        tags = MlflowClient(store_uri).get_run(audit.run_id).data.tags
+        assert {"host", "pid", "pid.started"} <= set(tags)
+        assert liveness(tags).state == "alive"
+
+
+def test_a_registry_tag_and_a_model_id_are_read_as_data(store_uri: str) -> None:
+    """`champion.history`, which anyone with EDIT on the model may rewrite, yields version
+    numbers only; a logged model's id goes into a URI only as MLflow makes it."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking import registry
+
+    client = MlflowClient(store_uri, registry_uri=store_uri)
+    client.create_registered_model("notmnist")
+    client.set_registered_model_tag("notmnist", "champion.history", "1,../../x,2, 3,models:/m")
+    assert registry.champion_history(client, "notmnist") == ["1", "2"]
+    with pytest.raises(LookupError, match="is not one MLflow makes"):
+        registry._model_id("m-0123/../../x")
+    assert registry._model_id("m-" + "0" * 32) == "m-" + "0" * 32

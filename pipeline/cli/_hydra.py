@@ -56,7 +56,9 @@ def run_hydra(
         except Exception as exc:  # the kernel's to say, not Hydra's ("Error executing job")
             raised.append(exc)
 
-    argv, sys.argv = sys.argv, [sys.argv[0], *args]
+    # the job's name (its log file's, `train.log`) is the command's, not this module's
+    name_it = f"hydra.job.name={task.__module__.rpartition('.')[2]}"
+    argv, sys.argv = sys.argv, [sys.argv[0], name_it, *args]
     try:
         main()
     except (HydraException, OmegaConfBaseException) as exc:

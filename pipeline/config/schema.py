@@ -651,6 +651,10 @@ def check_override_keys(args: Sequence[str], schema: type[BaseModel] | None = No
     `key=value` must be a config group (`model=logreg`) or a section of the schema."""
     groups = {p.name for p in config_dir().iterdir() if p.is_dir()}
     given = dict(a.split("=", 1) for a in _overrides_only(args) if "=" in a)
+    # options from another config folder (hydra.searchpath) are Hydra's to find
+    elsewhere = any(k.startswith("hydra.searchpath") for k in given) or any(
+        a in ("-cd", "--config-dir") for a in args
+    )
     for arg in _overrides_only(args):
         key, _, value = arg.partition("=")
         if "=" not in arg or key.startswith(("-", "+", "~", "hydra.")) or "/" in key:
@@ -660,8 +664,9 @@ def check_override_keys(args: Sequence[str], schema: type[BaseModel] | None = No
             if key not in groups and key not in root.model_fields:
                 raise ConfigError(_unknown_key(key, root.model_fields))
             field = root.model_fields.get(key)
-            if key in groups and (field is None or _fields(field.annotation) is not None):
-                _check_options(key, value)  # a group of this config (not predict's model=URI)
+            chosen = key in groups and (field is None or _fields(field.annotation) is not None)
+            if chosen and not elsewhere:  # a group of this config (not predict's model=URI)
+                _check_options(key, value)
             continue
         cls: Any = root
         path: list[str] = []

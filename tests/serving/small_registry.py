@@ -53,12 +53,15 @@ def registry(tmp_path_factory: pytest.TempPathFactory, _empty_store: Path) -> Re
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri, registry_uri=uri)
+    # its own experiment (and artifacts): never the fluent API's current one, which an earlier
+    # test may have left pointing at another store's experiment
+    experiment = client.create_experiment("serving", (folder / "artifacts").as_uri())
     networks, run_ids = {}, {}
     try:
         for seed in (1, 2):
             keras.utils.set_random_seed(seed)
             network = build_model(hidden_units=[8], dropout_rate=0.0)
-            with mlflow.start_run() as run:
+            with mlflow.start_run(experiment_id=experiment) as run:
                 model_uri = log_keras_model(network, np.zeros((2, 28, 28), dtype=np.uint8))
             version = str(mlflow.register_model(model_uri, "notmnist").version)
             networks[version], run_ids[version] = network, run.info.run_id

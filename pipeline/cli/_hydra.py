@@ -57,8 +57,9 @@ def run_hydra(
             raised.append(exc)
 
     # the job's name (its log file's, `train.log`) is the command's, not this module's
-    name_it = f"hydra.job.name={task.__module__.rpartition('.')[2]}"
-    argv, sys.argv = sys.argv, [sys.argv[0], name_it, *args]
+    named = any(a.startswith("hydra.job.name=") for a in args)
+    name_it = [] if named else [f"hydra.job.name={task.__module__.rpartition('.')[2]}"]
+    argv, sys.argv = sys.argv, [sys.argv[0], *args, *name_it]  # (after Hydra's own flags)
     try:
         main()
     except (HydraException, OmegaConfBaseException) as exc:

@@ -41,7 +41,7 @@ def logged_default_model(folder: Path) -> str:
     import numpy as np
 
     from pipeline.stages.model import build_model
-    from pipeline.tracking.models import log_keras_model
+    from pipeline.tracking.models.classifier import log_keras_model
 
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     with mlflow.start_run():

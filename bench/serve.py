@@ -52,7 +52,7 @@ def make_store(folder: Path) -> str:
     from mlflow.tracking import MlflowClient
 
     from pipeline.stages.model import build_model
-    from pipeline.tracking.models import log_keras_model
+    from pipeline.tracking.models.classifier import log_keras_model
 
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)

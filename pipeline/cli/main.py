@@ -67,7 +67,7 @@ def run(command: Command, args: list[str]) -> int:
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)
     finally:
-        from pipeline.tracking import recorder
+        from pipeline.tracking.recording import recorder
 
         recorder.close()
     return code

@@ -16,8 +16,8 @@ def run(args: list[str]) -> int:
     settings = from_args(MaintenanceConfig, args, positional=("action",))
     from mlflow.tracking import MlflowClient
 
-    from pipeline.tracking.stale import mark_killed, running_runs
-    from pipeline.tracking.store import reach
+    from pipeline.tracking.runs.stale import mark_killed, running_runs
+    from pipeline.tracking.store.connect import reach
 
     uri = reach(settings.tracking_uri)
     client = MlflowClient(uri)

@@ -51,7 +51,7 @@ def _job(cfg: DictConfig) -> None:
     from mlflow.exceptions import MlflowException
 
     from pipeline.jobs.prediction import load_model, predict_files
-    from pipeline.tracking.store import reach
+    from pipeline.tracking.store.connect import reach
 
     mlflow.set_tracking_uri(reach(settings.tracking_uri))
     try:

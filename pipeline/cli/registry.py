@@ -56,8 +56,8 @@ def _list(settings: RetrainAppConfig) -> int:
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from pipeline.tracking.registry import table
-    from pipeline.tracking.store import reach
+    from pipeline.tracking.models.registry import table
+    from pipeline.tracking.store.connect import reach
 
     uri = reach(settings.tracking.uri, settings.tracking.timeout_seconds, settings.tracking.retries)
     name = settings.registry.model_name

@@ -17,7 +17,7 @@ def run(args: list[str]) -> int:
     from pipeline.reporting.comparison import compare, find_runs
     from pipeline.reporting.figures import comparison_figures
     from pipeline.reporting.render import data_uri, html, markdown
-    from pipeline.tracking.store import reach
+    from pipeline.tracking.store.connect import reach
 
     uri = reach(settings.tracking_uri)
     mlflow.set_tracking_uri(uri)

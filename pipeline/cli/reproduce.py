@@ -16,7 +16,7 @@ from pipeline.errors import ConfigError, NotIdenticalError, TrackingError
 
 def run(args: list[str]) -> int:
     settings = from_args(ReproduceConfig, args, positional=("run_id",))
-    from pipeline.tracking.store import reach
+    from pipeline.tracking.store.connect import reach
 
     uri = reach(settings.tracking_uri)
     given = {f"data.{k}": v for k, v in settings.data.model_dump(exclude_none=True).items()}

@@ -44,7 +44,7 @@ def _job(cfg: DictConfig) -> None:
     overrides = list(HydraConfig.get().overrides.task)
 
     from pipeline.jobs.retraining import outcome_error, retrain
-    from pipeline.tracking.runs import raise_interrupt
+    from pipeline.tracking.runs.lifecycle import raise_interrupt
 
     # SIGTERM (a scheduler stopping the job) ends the audit run KILLED, as Ctrl-C does
     signal.signal(signal.SIGTERM, raise_interrupt)

@@ -21,7 +21,7 @@ def run(args: list[str]) -> int:
 
 def _job(cfg: DictConfig) -> None:
     settings = validate_serve(OmegaConf.to_container(cfg, resolve=True))
-    from pipeline.tracking.location import store_uri
+    from pipeline.tracking.store.location import store_uri
 
     store_uri(settings.tracking.uri)  # a tracking.uri without a scheme: said before the import
     _process.import_tensorflow_without_jax()  # only once the config is known good

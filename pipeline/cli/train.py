@@ -19,7 +19,8 @@ from pipeline.cli import _process
 from pipeline.cli._hydra import run_hydra
 from pipeline.config import AppConfig, ConfigError, validate
 from pipeline.errors import PipelineError
-from pipeline.tracking import recorder, sweep
+from pipeline.jobs import sweep
+from pipeline.tracking.recording import recorder
 
 log = logging.getLogger("pipeline")
 
@@ -92,7 +93,7 @@ def _record_invalid_job(
 ) -> None:
     """A sweep job whose config is invalid has no MLflow run yet: it gets a FAILED one naming
     its overrides, so that the sweep's report lists it."""
-    from pipeline.tracking.runs import record_failed_job
+    from pipeline.tracking.runs.lifecycle import record_failed_job
 
     try:
         tracking = sweep.tracking_settings(cfg)

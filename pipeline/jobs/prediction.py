@@ -162,7 +162,7 @@ def load_model(model_uri: str) -> Any:
 
     from PIL import Image
 
-    from pipeline.tracking.models import load_classifier
+    from pipeline.tracking.models.classifier import load_classifier
 
     model = load_classifier(model_uri)
     blank = np.zeros((1, *IMAGE_SHAPE), dtype=np.uint8)

@@ -130,6 +130,6 @@ def reproduce(
 
 
 def _last_run_id() -> str:
-    from pipeline.tracking import recorder
+    from pipeline.tracking.recording import recorder
 
     return str(recorder.last_run_id())

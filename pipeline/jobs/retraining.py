@@ -1,8 +1,8 @@
 """Retraining with a registry: skip when nothing changed, else train a challenger, score it and
 the champion on the same frozen holdout, and promote it only through the gate.
 
-Every attempt is one audit run in the `retraining` experiment (`pipeline.tracking.audit`),
-under a lock per registered model (`pipeline.tracking.locks.store_lock`), so two attempts
+Every attempt is one audit run in the `retraining` experiment (`pipeline.tracking.runs.audit`),
+under a lock per registered model (`pipeline.tracking.store.locks.store_lock`), so two attempts
 never overlap and cron may call this as often as it likes. The gate itself (`decide`) and
 the identity of a training set-up (`config_digest`, `fingerprint`) are pure functions.
 """
@@ -22,12 +22,12 @@ from pipeline.config import AppConfig, RetrainAppConfig
 from pipeline.config.schema import NotMnistDataConfig
 from pipeline.errors import LockedOutError, PipelineError, RegistryError
 from pipeline.names import Artifact, Metric, Tag
-from pipeline.tracking import recorder
-from pipeline.tracking import registry as reg
-from pipeline.tracking.audit import Audit, audit_run
-from pipeline.tracking.locks import LockHeldError, store_lock
-from pipeline.tracking.models import load_keras
-from pipeline.tracking.store import Store, open_store
+from pipeline.tracking.models import registry as reg
+from pipeline.tracking.models.classifier import load_keras
+from pipeline.tracking.recording import recorder
+from pipeline.tracking.runs.audit import Audit, audit_run
+from pipeline.tracking.store.connect import Store, open_store
+from pipeline.tracking.store.locks import LockHeldError, store_lock
 
 if TYPE_CHECKING:
     from pipeline.stages.data import Split

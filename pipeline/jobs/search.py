@@ -56,11 +56,11 @@ from pipeline.errors import ConfigError, RunsFailedError
 from pipeline.jobs import training
 from pipeline.names import Artifact, Metric, Tag
 from pipeline.stages.data import Dataset
-from pipeline.tracking import recorder
-from pipeline.tracking.locks import store_lock
-from pipeline.tracking.processes import process_tags
-from pipeline.tracking.runs import EndRun, git_tags
-from pipeline.tracking.store import Store, open_store
+from pipeline.tracking.recording import recorder
+from pipeline.tracking.runs.lifecycle import EndRun, git_tags
+from pipeline.tracking.runs.processes import process_tags
+from pipeline.tracking.store.connect import Store, open_store
+from pipeline.tracking.store.locks import store_lock
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -516,8 +516,8 @@ def report(study: Study) -> str | None:
     import matplotlib.pyplot as plt
     import pandas as pd
 
+    from pipeline.jobs.sweep import log_comparison
     from pipeline.reporting.comparison import compare, find_runs
-    from pipeline.tracking.sweep import log_comparison
 
     client = MlflowClient(study.store.uri)
     parent = study.parent_run_id

@@ -32,10 +32,15 @@ from pipeline.stages.train import (
     make_optimizer,
     seed_everything,
 )
-from pipeline.tracking.callbacks import JOURNAL, MlflowEpochLogger, StopOnSignal, read_journal
-from pipeline.tracking.location import Store, checkpoint_dir
-from pipeline.tracking.model_files import save_model_files
-from pipeline.tracking.recorder import RecordedRun, recorded_run, recorder
+from pipeline.tracking.models.files import save_model_files
+from pipeline.tracking.recording.callbacks import (
+    JOURNAL,
+    MlflowEpochLogger,
+    StopOnSignal,
+    read_journal,
+)
+from pipeline.tracking.recording.recorder import RecordedRun, recorded_run, recorder
+from pipeline.tracking.store.location import Store, checkpoint_dir
 
 log = logging.getLogger(__name__)
 _IMPORTED = time.perf_counter()  # start-up's start when the caller does not say (a library call)
@@ -100,7 +105,7 @@ def run(
     reproduction) makes loaded data with another `data.digest` a DataError before training;
     `store` is the store `cfg.tracking` names, when the caller opened it already.
 
-    MLflow is called by the run recorder's helper process (`pipeline.tracking.recorder`):
+    MLflow is called by the run recorder's helper process (`pipeline.tracking.recording.recorder`):
     this process trains while it logs. With `wait` (the default) this returns once the run
     is recorded and ended; a sweep in one process passes False and drains the recorder
     before its report, so that each job's figures and model are logged while the next trains.
@@ -288,7 +293,7 @@ def resumed_config(store: Store, cfg: AppConfig, overrides: Sequence[str]) -> Re
     if run.info.status == "FINISHED":
         raise ConfigError(f"train.resume={run_id}: the run is already FINISHED")
     if run.info.status == "RUNNING":
-        from pipeline.tracking.processes import liveness
+        from pipeline.tracking.runs.processes import liveness
 
         alive = liveness(run.data.tags)
         if alive.state != "gone":

@@ -18,7 +18,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from pipeline.serving.versions import Served, checked_run_id, checked_version, load_version
-from pipeline.tracking.registry import alias_version
+from pipeline.tracking.models.registry import alias_version
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import orjson
 from mlflow.exceptions import MlflowException
 
 from pipeline.stages.data.dataset import CLASSES, IMAGE_SHAPE
-from pipeline.tracking.models import check_images
+from pipeline.tracking.models.classifier import check_images
 
 KEYS = ("inputs", "instances")
 # deeper than a list of images of rows (3), even with room for a client's extra brackets:

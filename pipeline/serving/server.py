@@ -44,8 +44,8 @@ def serve(settings: ServeConfig) -> None:
     from pipeline.serving.batching import Batcher
     from pipeline.serving.follower import Follower
     from pipeline.serving.metrics import Metrics
-    from pipeline.tracking.models import load_keras
-    from pipeline.tracking.store import limit_requests, resolve_tracking_uri
+    from pipeline.tracking.models.classifier import load_keras
+    from pipeline.tracking.store.connect import limit_requests, resolve_tracking_uri
 
     uri = resolve_tracking_uri(settings.tracking.uri)
     limit_requests(settings.tracking.timeout_seconds, settings.tracking.retries)

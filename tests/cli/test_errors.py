@@ -133,7 +133,7 @@ def test_each_error_is_one_line_with_its_code(
 def test_locked_out_is_exit_3_with_the_holder(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, store_uri: str
 ) -> None:
-    from pipeline.tracking.locks import store_lock
+    from pipeline.tracking.store.locks import store_lock
 
     with store_lock(store_uri, "retrain-notmnist", timeout=0):
         found, line = _line(capsys, "registry", "rollback", *HYDRA_QUIET)

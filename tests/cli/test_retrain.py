@@ -101,7 +101,7 @@ def _training_epochs(client: MlflowClient) -> bool:
 def test_second_retrain_is_locked_out_and_a_killed_holder_frees_the_lock(
     sources: Sources, tmp_path: Path, store_uri: str
 ) -> None:
-    from pipeline.tracking.locks import store_lock
+    from pipeline.tracking.store.locks import store_lock
 
     client = MlflowClient(store_uri, registry_uri=store_uri)
     endless = ("train.epochs=100000", "train.early_stopping.enabled=false")

@@ -208,7 +208,7 @@ def test_unusable_store_fails_in_one_line_fast(uri: str, message: str, tmp_path:
 
 
 def test_deleted_experiment_fails_in_one_line(store_uri: str, tmp_path: Path) -> None:
-    from pipeline.tracking.store import connect
+    from pipeline.tracking.store.connect import connect
 
     MlflowClient(store_uri).delete_experiment(connect(store_uri, "gone").experiment_id)
     result = cli(*TINY, "tracking.experiment=gone", f"hydra.run.dir={tmp_path / 'out'}")

@@ -405,7 +405,7 @@ def test_concurrent_runs_log_the_same_dataset(server: Server, signed_in: SignIn)
     failed here."""
     import numpy as np
 
-    from pipeline.tracking.records import log_input
+    from pipeline.tracking.recording.records import log_input
 
     client = signed_in(server.service)
     experiment_id = client.create_experiment("same-dataset")

@@ -44,7 +44,7 @@ def _register_champion(team: Server, monkeypatch: pytest.MonkeyPatch) -> tuple[s
     import keras
 
     from pipeline.stages.model import build_model
-    from pipeline.tracking.models import log_keras_model
+    from pipeline.tracking.models.classifier import log_keras_model
 
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", team.service[0])
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", team.service[1])

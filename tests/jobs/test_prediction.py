@@ -20,7 +20,7 @@ from pipeline.jobs.prediction import (
     read_images,
 )
 from pipeline.stages.data import DataError
-from pipeline.tracking.models import load_keras
+from pipeline.tracking.models.classifier import load_keras
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pipeline.config import ConfigError
 from pipeline.jobs.reproduction import reproduce
 from pipeline.jobs.training import resumed_config, run
 from pipeline.names import Artifact, Tag
-from pipeline.tracking.store import open_store
+from pipeline.tracking.store.connect import open_store
 
 
 class _Planted:

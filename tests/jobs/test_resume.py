@@ -65,7 +65,7 @@ def _kill_after_epoch(client: MlflowClient, name: str, epoch: int, tmp_path: Pat
                 continue
             if len(client.get_metric_history(run_id, "loss")) >= epoch:
                 # both at once, as a power cut does (the trainer alone: its recorder would
-                # end the run KILLED, see tests/tracking/test_recorder.py)
+                # end the run KILLED, see tests/tracking/recording/test_recorder.py)
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=60)
                 return run_id

@@ -54,7 +54,7 @@ def test_first_champion_skip_and_kept_challenger_on_a_server(
     server: tuple[str, str], tmp_path: Path
 ) -> None:
     from pipeline.jobs.retraining import retrain
-    from pipeline.tracking.locks import store_lock
+    from pipeline.tracking.store.locks import store_lock
 
     uri, database = server
     src = Sources(tmp_path / "sources")

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.jobs.training import load_data, run
 from pipeline.stages.data import DataError
-from pipeline.tracking.runs import git_tags
+from pipeline.tracking.runs.lifecycle import git_tags
 
 pytestmark = pytest.mark.slow
 

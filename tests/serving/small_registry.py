@@ -23,7 +23,7 @@ from pipeline.serving.app import PATHS, Limits, create_app
 from pipeline.serving.batching import Batcher
 from pipeline.serving.follower import Follower
 from pipeline.serving.metrics import Metrics
-from pipeline.tracking.models import load_keras
+from pipeline.tracking.models.classifier import load_keras
 
 
 @dataclass
@@ -46,7 +46,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, _empty_store: Path) -> Re
     import keras
 
     from pipeline.stages.model import build_model
-    from pipeline.tracking.models import log_keras_model
+    from pipeline.tracking.models.classifier import log_keras_model
 
     folder = tmp_path_factory.mktemp("registry")
     shutil.copyfile(_empty_store, folder / "mlflow.db")

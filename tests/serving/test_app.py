@@ -13,7 +13,7 @@ from make_sources import letters
 from mlflow.exceptions import MlflowException
 from small_registry import Registry, Served
 
-from pipeline.tracking.models import check_images
+from pipeline.tracking.models.classifier import check_images
 
 
 @pytest.fixture

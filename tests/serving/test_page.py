@@ -25,7 +25,7 @@ from pipeline.serving.app import PATHS, Limits, create_app
 from pipeline.serving.batching import Batcher
 from pipeline.serving.follower import Follower
 from pipeline.serving.metrics import Metrics
-from pipeline.tracking.models import load_keras
+from pipeline.tracking.models.classifier import load_keras
 
 pytestmark = pytest.mark.slow
 

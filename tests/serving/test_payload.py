@@ -11,7 +11,7 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.serving import payload
 from pipeline.serving.payload import RefusedError
-from pipeline.tracking.models import check_images
+from pipeline.tracking.models.classifier import check_images
 
 IMAGES = letters(1)[0][:3]
 

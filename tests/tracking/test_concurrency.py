@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow
 _BARE_RUN = """
 import sys, time
 import mlflow
-from pipeline.tracking.runs import tracked_run
-from pipeline.tracking.store import connect
+from pipeline.tracking.runs.lifecycle import tracked_run
+from pipeline.tracking.store.connect import connect
 uri, start_at = sys.argv[1], float(sys.argv[2])
 time.sleep(max(0.0, start_at - time.time()))  # all processes reach the store at once
 store = connect(uri, "together")

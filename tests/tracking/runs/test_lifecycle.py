@@ -9,8 +9,8 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.tracking.runs import git_tags, raise_interrupt, tracked_run
-from pipeline.tracking.store import connect
+from pipeline.tracking.runs.lifecycle import git_tags, raise_interrupt, tracked_run
+from pipeline.tracking.store.connect import connect
 
 
 def _status(store_uri: str, run_id: str) -> str:
@@ -64,9 +64,9 @@ def test_audit_runs_record_their_process_for_stale_runs(store_uri: str) -> None:
     start time let `maintenance stale-runs` find it (before: it recorded none)."""
     from mlflow.tracking import MlflowClient
 
-    from pipeline.tracking.audit import audit_run
-    from pipeline.tracking.processes import liveness
-    from pipeline.tracking.store import connect
+    from pipeline.tracking.runs.audit import audit_run
+    from pipeline.tracking.runs.processes import liveness
+    from pipeline.tracking.store.connect import connect
 
     store = connect(store_uri, "retraining")
     with audit_run(store, "retrain", {}) as audit:
@@ -80,7 +80,7 @@ def test_a_registry_tag_and_a_model_id_are_read_as_data(store_uri: str) -> None:
     numbers only; a logged model's id goes into a URI only as MLflow makes it."""
     from mlflow.tracking import MlflowClient
 
-    from pipeline.tracking import registry
+    from pipeline.tracking.models import registry
 
     client = MlflowClient(store_uri, registry_uri=store_uri)
     client.create_registered_model("notmnist")

@@ -3,7 +3,7 @@
 Why a process: importing MLflow and opening its store cost seconds of Python, as does
 importing TensorFlow, and on a small machine each runs on one core. In one process they
 queue behind each other (threads do not help: both hold the interpreter lock); in two, they
-overlap. So a trainer starts the helper (`pipeline.tracking.writer`) first, sends it each
+overlap. So a trainer starts the helper (`pipeline.tracking.recording.writer`) first, sends it each
 thing to record as soon as it is known, and never imports MLflow itself: params and data
 card are logged while training runs, the figures and the model while the trainer moves on.
 
@@ -36,9 +36,9 @@ from typing import Any
 import pipeline
 from pipeline.config import TrackingConfig
 from pipeline.names import Tag
-from pipeline.tracking.lifecycle import ends_as
-from pipeline.tracking.location import Store, TrackingError, resolve_tracking_uri
-from pipeline.tracking.processes import process_tags
+from pipeline.tracking.runs.outcome import ends_as
+from pipeline.tracking.runs.processes import process_tags
+from pipeline.tracking.store.location import Store, TrackingError, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Recorder:
         source = str(Path(pipeline.__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH")) if p)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.tracking.writer", str(theirs.fileno())],
+            [sys.executable, "-m", "pipeline.tracking.recording.writer", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,  # it says nothing there; its warnings go to stderr

@@ -23,11 +23,13 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import TrackingConfig, project_home
 from pipeline.names import ExperimentTag
-from pipeline.tracking.location import SQLITE, store_uri
-from pipeline.tracking.location import Store as Store  # re-exported
-from pipeline.tracking.location import TrackingError as TrackingError  # re-exported
-from pipeline.tracking.location import resolve_tracking_uri as resolve_tracking_uri  # re-exported
-from pipeline.tracking.views import experiment_tags
+from pipeline.tracking.store.location import SQLITE, store_uri
+from pipeline.tracking.store.location import Store as Store  # re-exported
+from pipeline.tracking.store.location import TrackingError as TrackingError  # re-exported
+from pipeline.tracking.store.location import (
+    resolve_tracking_uri as resolve_tracking_uri,
+)  # re-exported
+from pipeline.tracking.store.views import experiment_tags
 
 _SQLITE = SQLITE
 
@@ -71,7 +73,7 @@ def connect(
     retries: int = 2,
 ) -> Store:
     """Point MLflow at the store and make sure the experiment exists (safe under concurrency),
-    tagged so that MLflow's UI opens it on the runs table (`pipeline.tracking.views`).
+    tagged so that MLflow's UI opens it on the runs table (`pipeline.tracking.store.views`).
 
     The first access of a database store creates or checks its schema under the store's
     `schema` lock, so that runs started together on a new store never race on migrations.
@@ -221,7 +223,7 @@ def _schema_lock(uri: str) -> Iterator[None]:
     if not is_database(uri):
         yield
         return
-    from pipeline.tracking.locks import LockHeldError, store_lock
+    from pipeline.tracking.store.locks import LockHeldError, store_lock
 
     try:
         with store_lock(uri, "schema", timeout=SCHEMA_LOCK_SECONDS):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.tracking.records import flatten
+from pipeline.tracking.recording.records import flatten
 
 
 def test_flatten_dots_nested_keys() -> None:
@@ -18,9 +18,9 @@ def test_long_lists_are_logged_as_a_digest_and_kept_in_full_in_the_config(
     import yaml
     from mlflow.tracking import MlflowClient
 
-    from pipeline.tracking.records import log_config
-    from pipeline.tracking.runs import tracked_run
-    from pipeline.tracking.store import connect
+    from pipeline.tracking.recording.records import log_config
+    from pipeline.tracking.runs.lifecycle import tracked_run
+    from pipeline.tracking.store.connect import connect
 
     fonts = [f"Font{i}.ttf" for i in range(23)]
     config = {"data": {"fonts": fonts}, "model": {"hidden_units": [64, 32]}}

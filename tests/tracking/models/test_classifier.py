@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mlflow.exceptions import MlflowException
 
-from pipeline.tracking.models import check_images
+from pipeline.tracking.models.classifier import check_images
 
 PIXELS = np.random.default_rng(0).integers(0, 256, size=(3, 28, 28)).astype(np.uint8)
 EXPECTED = "expected images of shape (n, 28, 28)"
@@ -96,7 +96,7 @@ def logged_folder(tmp_path_factory: pytest.TempPathFactory):
     import yaml
 
     from pipeline.stages.model import build_model
-    from pipeline.tracking.model_files import save_model_files
+    from pipeline.tracking.models.files import save_model_files
 
     files = save_model_files(build_model(hidden_units=(8,), dropout_rate=0.5, l2_beta=0.0), PIXELS)
     folder = tmp_path_factory.mktemp("model")
@@ -121,7 +121,7 @@ def _copy(folder: Path, tmp_path: Path) -> Path:
 
 
 def test_a_logged_network_loads_as_data(logged_folder) -> None:
-    from pipeline.tracking.model_files import load_network, network_file
+    from pipeline.tracking.models.files import load_network, network_file
 
     folder, _ = logged_folder
     network = load_network(network_file(folder))
@@ -140,7 +140,7 @@ def test_a_logged_network_loads_as_data(logged_folder) -> None:
 def test_a_rewritten_mlmodel_is_refused(logged_folder, tmp_path: Path, change, said) -> None:
     import yaml
 
-    from pipeline.tracking.model_files import ModelFileError, network_file
+    from pipeline.tracking.models.files import ModelFileError, network_file
 
     folder, meta = logged_folder
     copy = _copy(folder, tmp_path)
@@ -156,8 +156,8 @@ def test_a_network_with_other_layers_or_a_bomb_is_refused(
     import json
     import zipfile
 
-    from pipeline.tracking import model_files
-    from pipeline.tracking.model_files import ModelFileError, network_file
+    from pipeline.tracking.models import files as model_files
+    from pipeline.tracking.models.files import ModelFileError, network_file
 
     folder, _ = logged_folder
     copy = _copy(folder, tmp_path)
@@ -192,8 +192,8 @@ def test_loading_a_model_never_runs_the_code_it_carries(tmp_path: Path) -> None:
     from conftest import settings
 
     from pipeline.stages.model import build_model
-    from pipeline.tracking.models import load_keras, log_keras_model
-    from pipeline.tracking.store import open_store
+    from pipeline.tracking.models.classifier import load_keras, log_keras_model
+    from pipeline.tracking.store.connect import open_store
 
     store = open_store(settings().tracking)
     with mlflow.start_run(experiment_id=store.experiment_id):

@@ -12,7 +12,7 @@ from conftest import PROJECT_ROOT
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import project_home
-from pipeline.tracking.store import (
+from pipeline.tracking.store.connect import (
     TrackingError,
     connect,
     default_artifact_location,

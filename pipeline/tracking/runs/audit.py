@@ -19,9 +19,9 @@ from mlflow.entities import RunTag
 from mlflow.tracking import MlflowClient
 
 from pipeline.names import Artifact, Tag
-from pipeline.tracking.processes import process_tags
-from pipeline.tracking.runs import git_tags
-from pipeline.tracking.store import Store
+from pipeline.tracking.runs.lifecycle import git_tags
+from pipeline.tracking.runs.processes import process_tags
+from pipeline.tracking.store.connect import Store
 
 
 class Audit:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tracking.locks import LockHeldError, store_lock
+from pipeline.tracking.store.locks import LockHeldError, store_lock
 
 _HOLD = """
 import sys, time
-from pipeline.tracking.locks import store_lock
+from pipeline.tracking.store.locks import store_lock
 with store_lock(sys.argv[1], "retrain-notmnist"):
     print("held", flush=True)
     time.sleep(600)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipeline import errors
 from pipeline.config import project_home
-from pipeline.tracking.views import VIEW_KEY
+from pipeline.tracking.store.views import VIEW_KEY
 
 TrackingError = errors.TrackingError  # where tracking's callers have always found it
 
@@ -25,7 +25,7 @@ class Store:
 
     def ui_hint(self, run_id: str | None = None) -> str:
         """How to look at a run, or with no run at the experiment's saved comparison view
-        (`pipeline.tracking.views`): the server page, or the `mlflow ui` command for a local
+        (`pipeline.tracking.store.views`): the server page, or the `mlflow ui` command for a local
         store. `workflowType=machine_learning`: MLflow 3.17's UI otherwise shows the GenAI
         pages (its GenAI / Model training switch overrides the experiment's kind)."""
         page = f"#/experiments/{self.experiment_id}/runs"

@@ -21,7 +21,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
 from pipeline.names import Artifact
-from pipeline.tracking.model_files import (
+from pipeline.tracking.models.files import (
     IMAGE_SHAPE,
     KERAS_FILE_KEY,
     ModelFileError,

@@ -1,6 +1,6 @@
 """The one way training metrics reach MLflow, a Keras callback with one batched call per
 epoch; and a callback that makes sure Ctrl-C stops training. (No MLflow import here: the
-trainer's epochs go to the run recorder, `pipeline.tracking.recorder`.)"""
+trainer's epochs go to the run recorder, `pipeline.tracking.recording.recorder`.)"""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 import keras
 
 from pipeline.names import Metric as Name
-from pipeline.tracking.lifecycle import raise_if_stop_requested
+from pipeline.tracking.runs.outcome import raise_if_stop_requested
 
 EpochSink = Callable[[int, Mapping[str, float]], None]  # (step, metrics): one epoch's values
 # In a run's checkpoint folder: every epoch's values as sent, a JSON line each, written before
@@ -26,7 +26,7 @@ JOURNAL = "epochs.jsonl"
 
 def to_client(run_id: str) -> EpochSink:
     """An `EpochSink` that logs straight to a run with MLflow's client, in this process."""
-    from pipeline.tracking.records import log_epoch
+    from pipeline.tracking.recording.records import log_epoch
 
     return functools.partial(log_epoch, run_id)
 

@@ -6,6 +6,6 @@ the model, so the import below works wherever the model is loaded.)
 
 from mlflow.models import set_model
 
-from pipeline.tracking.models import LetterClassifier
+from pipeline.tracking.models.classifier import LetterClassifier
 
 set_model(LetterClassifier())

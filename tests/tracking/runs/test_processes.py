@@ -6,7 +6,7 @@ import os
 import socket
 import subprocess
 
-from pipeline.tracking.processes import liveness, process_start, process_tags
+from pipeline.tracking.runs.processes import liveness, process_start, process_tags
 
 
 def test_this_process_is_alive() -> None:

@@ -16,12 +16,12 @@ from mlflow.tracking.context.registry import resolve_tags
 from pipeline.config import TrackingConfig
 from pipeline.config.paths import PACKAGE_DIR, is_source_checkout
 from pipeline.names import Artifact, Tag
-from pipeline.tracking.lifecycle import EndRun as EndRun  # re-exported
-from pipeline.tracking.lifecycle import ends_as
-from pipeline.tracking.lifecycle import raise_if_stop_requested as raise_if_stop_requested
-from pipeline.tracking.lifecycle import raise_interrupt as raise_interrupt  # re-exported
-from pipeline.tracking.processes import process_tags
-from pipeline.tracking.store import Store, open_store
+from pipeline.tracking.runs.outcome import EndRun as EndRun  # re-exported
+from pipeline.tracking.runs.outcome import ends_as
+from pipeline.tracking.runs.outcome import raise_if_stop_requested as raise_if_stop_requested
+from pipeline.tracking.runs.outcome import raise_interrupt as raise_interrupt  # re-exported
+from pipeline.tracking.runs.processes import process_tags
+from pipeline.tracking.store.connect import Store, open_store
 
 
 @contextlib.contextmanager
@@ -76,11 +76,13 @@ def end_run(
     message: str | None = None,
     trace: str | None = None,
     tags: Mapping[str, str] | None = None,
+    client: MlflowClient | None = None,
 ) -> None:
-    """End the active run `run_id` as `status`; an error `message` goes to its `error` tag
-    and `trace` (a traceback) to `error.txt`. The run ends even if those fail to record."""
+    """End run `run_id` (the active run, or any run of `client`'s store) as `status`; an error
+    `message` goes to its `error` tag and `trace` (a traceback) to `error.txt`. The run ends
+    even if those fail to record. The one place a run is terminated."""
+    client = client or MlflowClient()
     try:
-        client = MlflowClient()
         if tags:
             client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         if message:
@@ -92,7 +94,7 @@ def end_run(
         if active is not None and active.info.run_id == run_id:
             mlflow.end_run(status)
         else:
-            MlflowClient().set_terminated(run_id, status)
+            client.set_terminated(run_id, status)
 
 
 def record_failed_job(

@@ -17,8 +17,8 @@ from conftest import ENDLESS, TINY, cli, running, wait_for_epoch
 from mlflow.tracking import MlflowClient
 
 from pipeline.jobs.training import run
-from pipeline.tracking import recorder
-from pipeline.tracking.location import TrackingError
+from pipeline.tracking.recording import recorder
+from pipeline.tracking.store.location import TrackingError
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,7 @@ def _writers_of(uri: str) -> list[int]:
     pids = []
     for proc in Path("/proc").iterdir():
         try:
-            if b"pipeline.tracking.writer" not in (proc / "cmdline").read_bytes():
+            if b"pipeline.tracking.recording.writer" not in (proc / "cmdline").read_bytes():
                 continue
             if f"MLFLOW_TRACKING_URI={uri}".encode() in (proc / "environ").read_bytes():
                 state = (proc / "stat").read_text().rpartition(")")[2].split()[0]

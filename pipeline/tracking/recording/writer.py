@@ -1,7 +1,7 @@
 """The recorder's helper process: it makes every MLflow call of a training run.
 
-`python -m pipeline.tracking.writer <fd>` is started by `pipeline.tracking.recorder` and
-reads its requests from the connection on file descriptor `fd`, in order. It imports MLflow
+`python -m pipeline.tracking.recording.writer <fd>` is started by `recorder` and reads its
+requests from the connection on file descriptor `fd`, in order. It imports MLflow
 and opens the store while the trainer imports TensorFlow (each on its own core), logs what
 is known before training while training runs, renders the figures and logs the model while
 the trainer evaluates and exits. See `recorder` for the protocol and the guarantees.
@@ -24,9 +24,9 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from pipeline.tracking.recorder import ANSWERED
+from pipeline.tracking.recording.recorder import ANSWERED
 
-log = logging.getLogger("pipeline.tracking.writer")
+log = logging.getLogger("pipeline.tracking.recording.writer")
 
 
 class Writer:
@@ -81,7 +81,7 @@ class Writer:
         """The trainer went away mid-run: end its run KILLED rather than leave it RUNNING."""
         if self.run_id is None:
             return
-        from pipeline.tracking.runs import end_run
+        from pipeline.tracking.runs.lifecycle import end_run
 
         with contextlib.suppress(Exception):
             end_run(
@@ -97,7 +97,7 @@ class Writer:
         `MLFLOW_*` variables: credentials, timeouts), which may differ from this process's
         own, inherited when it started."""
         from pipeline.config import TrackingConfig
-        from pipeline.tracking.store import open_store
+        from pipeline.tracking.store.connect import open_store
 
         for name in [k for k in os.environ if k.startswith("MLFLOW_")]:
             if name not in environment:
@@ -114,7 +114,7 @@ class Writer:
         resume_run_id: str | None,
         start_ms: int,
     ) -> str:
-        from pipeline.tracking.runs import start_run
+        from pipeline.tracking.runs.lifecycle import start_run
 
         self.error, self.dataset, self.model_uri = None, None, None
         active = start_run(experiment_id, run_name, parent_run_id, tags, resume_run_id, start_ms)
@@ -126,21 +126,21 @@ class Writer:
         return self.error[0] if self.error else None
 
     def op_config(self, config: dict[str, Any], overrides: list[str]) -> None:
-        from pipeline.tracking.records import log_config
+        from pipeline.tracking.recording.records import log_config
 
         log_config(config, overrides)
 
     def op_dataset(self, dataset: Any, new: bool = True) -> None:
         """The run's data, for its end figures; its identity and card are logged once, when
         the run is `new` (a resumed run logged them before)."""
-        from pipeline.tracking.records import log_dataset
+        from pipeline.tracking.recording.records import log_dataset
 
         self.dataset = dataset
         if new:
             log_dataset(dataset)
 
     def op_epoch(self, step: int, values: dict[str, float], timestamp_ms: int) -> None:
-        from pipeline.tracking.records import log_epoch
+        from pipeline.tracking.recording.records import log_epoch
 
         assert self.run_id is not None
         log_epoch(self.run_id, step, values, timestamp_ms)
@@ -151,17 +151,17 @@ class Writer:
         mlflow.log_metrics(metrics)
 
     def op_training(self, history: Any, best_epoch: int, stopped_early: bool) -> None:
-        from pipeline.tracking.records import log_training
+        from pipeline.tracking.recording.records import log_training
 
         log_training(history, best_epoch, stopped_early)
 
     def op_evaluation(self, metrics: dict[str, float], evaluation: dict[str, Any]) -> None:
-        from pipeline.tracking.records import log_evaluation
+        from pipeline.tracking.recording.records import log_evaluation
 
         log_evaluation(metrics, evaluation, self.dataset)
 
     def op_model(self, files: Any) -> None:
-        from pipeline.tracking.models import log_model_files
+        from pipeline.tracking.models.classifier import log_model_files
 
         self.model_uri = log_model_files(files)
 
@@ -170,7 +170,7 @@ class Writer:
     ) -> dict[str, Any]:
         """End the run as the trainer says, or FAILED with this process's own error if one
         of its requests failed. Returns how it ended."""
-        from pipeline.tracking.runs import end_run
+        from pipeline.tracking.runs.lifecycle import end_run
 
         if self.run_id is None:  # it never started: its start's failure said why
             message = self.error[0] if self.error else message
@@ -183,7 +183,7 @@ class Writer:
 
 
 def _one_line(op: str, exc: BaseException) -> str:
-    from pipeline.tracking.store import TrackingError
+    from pipeline.tracking.store.connect import TrackingError
 
     if isinstance(exc, TrackingError):
         return str(exc)

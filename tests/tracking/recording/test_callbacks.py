@@ -7,8 +7,8 @@ import signal
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.tracking.runs import raise_interrupt, tracked_run
-from pipeline.tracking.store import connect
+from pipeline.tracking.runs.lifecycle import raise_interrupt, tracked_run
+from pipeline.tracking.store.connect import connect
 
 
 def _status(store_uri: str, run_id: str) -> str:
@@ -19,7 +19,7 @@ def test_epoch_logger_logs_once_per_epoch_with_epoch_steps(store_uri: str) -> No
     import keras
     import numpy as np
 
-    from pipeline.tracking.callbacks import MlflowEpochLogger, to_client
+    from pipeline.tracking.recording.callbacks import MlflowEpochLogger, to_client
 
     store = connect(store_uri, "exp")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
@@ -55,7 +55,7 @@ def test_interrupt_swallowed_by_a_finaliser_still_stops_training(store_uri: str)
     import keras
     import numpy as np
 
-    from pipeline.tracking.callbacks import StopOnSignal
+    from pipeline.tracking.recording.callbacks import StopOnSignal
 
     class Finaliser:
         def __del__(self) -> None:

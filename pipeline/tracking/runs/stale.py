@@ -9,7 +9,7 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from pipeline.names import Tag
-from pipeline.tracking.processes import Liveness, liveness
+from pipeline.tracking.runs.processes import Liveness, liveness
 
 
 @dataclass(frozen=True)

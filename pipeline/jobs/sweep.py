@@ -96,9 +96,9 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow.tracking import MlflowClient
 
-        from pipeline.tracking.processes import process_tags
-        from pipeline.tracking.runs import git_tags, raise_interrupt
-        from pipeline.tracking.store import TrackingError, open_store
+        from pipeline.tracking.runs.lifecycle import git_tags, raise_interrupt
+        from pipeline.tracking.runs.processes import process_tags
+        from pipeline.tracking.store.connect import TrackingError, open_store
 
         settings = tracking_settings(config)
         try:
@@ -137,8 +137,8 @@ class MlflowSweepCallback(Callback):
         from mlflow.tracking import MlflowClient
 
         from pipeline.reporting.comparison import compare, find_runs
-        from pipeline.tracking import recorder
-        from pipeline.tracking.store import Store
+        from pipeline.tracking.recording import recorder
+        from pipeline.tracking.store.connect import Store
 
         recorder.drain()  # jobs in this process end their runs in the background
 
@@ -187,7 +187,7 @@ class MlflowSweepCallback(Callback):
         signal end their own runs KILLED; a job whose process is gone (joblib kills its
         workers when the sweep stops) is marked KILLED here at once, and one whose process
         still runs after `grace` seconds too."""
-        from pipeline.tracking.processes import liveness
+        from pipeline.tracking.runs.processes import liveness
 
         query = f"tags.`{Tag.PARENT_RUN_ID}` = '{self.run_id}' AND attributes.status = 'RUNNING'"
         deadline = time.monotonic() + grace

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.tracking.sweep import run_name
+from pipeline.jobs.sweep import run_name
 
 
 def test_common_keys_get_short_aliases_others_their_last_part() -> None:

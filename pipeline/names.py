@@ -52,6 +52,8 @@ class Metric:
 class Tag:
     """Run tag keys (MLflow's own `mlflow.*` ones where MLflow reads them)."""
 
+    KIND: Final = "kind"  # what made the run: one of `Kind`'s values, on every run
+
     PARENT_RUN_ID: Final = "mlflow.parentRunId"
     RUN_NAME: Final = "mlflow.runName"
     GIT_COMMIT: Final = "mlflow.source.git.commit"
@@ -103,6 +105,29 @@ class Tag:
     SEARCH_STORAGE: Final = "search.storage"
     SEARCH_TRIAL: Final = "search.trial"  # the Optuna trial number of a child run
     PRUNED: Final = "pruned"
+
+
+class Kind:
+    """The `kind` tag's values: which part of the pipeline made a run, so that the runs table
+    can filter on it (`tags.kind = 'training'`) and the comparison view shows only runs
+    trained as configured (`COMPARABLE`)."""
+
+    TRAINING: Final = "training"  # `notmnist train`: one run, no parent
+    SWEEP: Final = "sweep"  # a `-m` sweep's parent run (its report, the best run's metrics)
+    SWEEP_JOB: Final = "sweep-job"  # one job of a sweep, under its parent
+    SEARCH: Final = "search"  # an Optuna study's parent run
+    TRIAL: Final = "trial"  # one trial of a study, under its parent
+    RETRAIN_CHALLENGER: Final = "retrain-challenger"  # the training run of a retrain
+    AUDIT: Final = "audit"  # a retrain, promote or rollback attempt (`retraining` experiment)
+    REPRODUCTION: Final = "reproduction"  # `notmnist reproduce`: a rerun of another run
+    # trained on the data and settings a person chose, side by side in the comparison view;
+    # trials, challengers and reproductions are compared where they belong (the study's
+    # report, the audit runs, the reproduction's own table)
+    COMPARABLE: Final = (TRAINING, SWEEP_JOB)
+    ALL: Final = (
+        *(TRAINING, SWEEP, SWEEP_JOB, SEARCH, TRIAL),
+        *(RETRAIN_CHALLENGER, AUDIT, REPRODUCTION),
+    )
 
 
 class ExperimentTag:

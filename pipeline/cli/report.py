@@ -16,7 +16,7 @@ def run(args: list[str]) -> int:
 
     from pipeline.reporting.comparison import compare, find_runs
     from pipeline.reporting.figures import comparison_figures
-    from pipeline.reporting.render import data_uri, html, markdown
+    from pipeline.reporting.render import data_uri, html, markdown, report_title
     from pipeline.tracking.store.connect import reach
 
     uri = reach(settings.tracking_uri)
@@ -27,7 +27,7 @@ def run(args: list[str]) -> int:
             parent = client.get_run(settings.run_id)
         except mlflow.exceptions.MlflowException:
             raise ConfigError(f"run_id={settings.run_id}: no such run in {uri}") from None
-        experiment_ids, title = [parent.info.experiment_id], f"{parent.info.run_name}"
+        experiment_ids, name = [parent.info.experiment_id], f"{parent.info.run_name}"
         which = settings.run_id
     else:
         assert settings.experiment is not None
@@ -39,7 +39,7 @@ def run(args: list[str]) -> int:
                 f"{', '.join(names) or 'none'}; a lesson's experiment appears once "
                 f"`notmnist -m experiment={settings.experiment}` has run)"
             )
-        experiment_ids, title = [experiment.experiment_id], f"Experiment {settings.experiment}"
+        experiment_ids, name = [experiment.experiment_id], f"experiment {settings.experiment}"
         which = settings.experiment
     runs = find_runs(experiment_ids, settings.run_id)
     if runs.empty:
@@ -49,6 +49,6 @@ def run(args: list[str]) -> int:
     out = Path(settings.out) if settings.out else Path("reports") / f"{which}.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     writer = html if out.suffix.lower() in (".html", ".htm") else markdown
-    out.write_text(writer(comparison, images, title))
+    out.write_text(writer(comparison, images, report_title(name, comparison)))
     print(f"{len(comparison.table)} runs compared; report written to {out}")
     return 0

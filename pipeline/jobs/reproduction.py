@@ -20,7 +20,8 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import AppConfig, TrackingConfig
 from pipeline.config.logged import from_record, logged_overrides, read_record
-from pipeline.names import Artifact, Metric, Tag
+from pipeline.names import Artifact, Kind, Metric, Tag
+from pipeline.precision import metric_value
 
 _TIMINGS = (Metric.SECONDS_PREFIX, Metric.EPOCH_SECONDS)
 
@@ -91,8 +92,9 @@ def logged_config(
 
 
 def comparable(metrics: dict[str, float]) -> dict[str, float]:
-    """The results of a run, without its wall times (which no rerun repeats)."""
-    return {k: v for k, v in metrics.items() if not k.startswith(_TIMINGS)}
+    """The results of a run, without its wall times (which no rerun repeats), at the
+    precision they have (a run logged before metrics were rounded compares the same)."""
+    return {k: metric_value(v) for k, v in metrics.items() if not k.startswith(_TIMINGS)}
 
 
 def reproduce(
@@ -119,7 +121,7 @@ def reproduce(
         cfg,
         overrides,
         started=started,
-        tags={Tag.REPRODUCES: run_id},
+        tags={Tag.REPRODUCES: run_id, Tag.KIND: Kind.REPRODUCTION},
         expected_data_digest=original.data.tags.get(Tag.DATA_DIGEST),
     )
     new = _last_run_id()

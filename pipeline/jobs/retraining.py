@@ -9,6 +9,7 @@ the identity of a training set-up (`config_digest`, `fingerprint`) are pure func
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.config import AppConfig, RetrainAppConfig
 from pipeline.config.schema import NotMnistDataConfig
 from pipeline.errors import LockedOutError, PipelineError, RegistryError
-from pipeline.names import Artifact, Metric, Tag
+from pipeline.names import Artifact, Kind, Metric, Tag
 from pipeline.tracking.models import registry as reg
 from pipeline.tracking.models.classifier import load_keras
 from pipeline.tracking.recording import recorder
@@ -139,6 +140,24 @@ class Outcome:
             f"{self.champion_after}; audit run {self.audit_run_id})"
         )
 
+    def run_name(self, action: str) -> str:
+        """The audit run's name, as the runs table shows it: the action, the decision and the
+        champion's move (`retrain: promoted v3`, `rollback: v3 → v1`)."""
+        words = self.decision.replace("_", " ")
+        if self.decision == "promoted":
+            said = f"promoted v{self.version}"
+            if self.champion_before:
+                said += f" (was v{self.champion_before})"
+        elif self.decision == "kept":
+            said = f"kept v{self.version} (champion v{self.champion_before})"
+        elif self.decision == "skipped" and self.details.get("holder"):
+            said = f"skipped: v{self.details['holder']} holds this data"
+        elif self.decision.startswith("manual_"):
+            said = f"v{self.champion_before} → v{self.champion_after}"
+        else:
+            said = words
+        return f"{action}: {said}"
+
     def audit_tags(self) -> dict[str, str | None]:
         """What the audit run records of it (None: not known, not recorded)."""
         return {
@@ -185,7 +204,7 @@ def _audited(
     refuses or fails is a RegistryError: inside the audit run (which ends FAILED with it) and
     before it, when making the run is what the server refused."""
     name = cfg.registry.model_name
-    tags = {Tag.RETRAIN_ACTION: action, Tag.MODEL_NAME: name}
+    tags = {Tag.RETRAIN_ACTION: action, Tag.MODEL_NAME: name, Tag.KIND: Kind.AUDIT}
     with reg.server_errors():
         store = open_store(cfg.tracking, cfg.retrain.experiment)
         with audit_run(store, action, tags) as au, reg.server_errors():
@@ -195,8 +214,14 @@ def _audited(
             except LockHeldError as exc:
                 outcome = Outcome("locked_out", str(exc))
                 au.tags({Tag.LOCK_HOLDER: json.dumps(exc.holder)})
+            except BaseException as exc:  # the run ends FAILED or KILLED: its name says so
+                ended = "killed" if isinstance(exc, KeyboardInterrupt) else "failed"
+                with contextlib.suppress(Exception):
+                    au.client.update_run(au.run_id, name=f"{action}: {ended}")
+                raise
             outcome.audit_run_id = au.run_id
             au.tags(outcome.audit_tags())
+            au.client.update_run(au.run_id, name=outcome.run_name(action))
     return outcome
 
 
@@ -235,16 +260,23 @@ def _attempt(
     champion = reg.alias_version(client, name, reg.CHAMPION)
     before = str(champion.version) if champion else None
     if not cfg.retrain.force:
-        for current in (champion, reg.alias_version(client, name, reg.CHALLENGER)):
-            tags = current.tags if current else {}
-            if current and tags.get(Tag.FINGERPRINT) == identity and tags.get(Tag.DECISION):
-                reason = (
-                    f"data unchanged: version {current.version} ({tags[Tag.DECISION]}) was "
-                    "trained on the same data, config and holdout (retrain.force=true trains "
-                    "anyway)"
-                )
-                log.info("Skipped: %s", reason)
-                return Outcome("skipped", reason, champion_before=before, champion_after=before)
+        holder = reg.trained_on(client, name, identity)
+        if holder is not None:
+            held = reg.aliases(client, name).get(str(holder.version))
+            decided = (holder.tags or {}).get(Tag.DECISION, "")
+            said = f"{decided}; now {held}" if held else decided
+            reason = (
+                f"data unchanged: version {holder.version} ({said}) was already trained on the "
+                "same data, config and holdout (retrain.force=true trains anyway)"
+            )
+            log.info("Skipped: %s", reason)
+            return Outcome(
+                "skipped",
+                reason,
+                champion_before=before,
+                champion_after=before,
+                details={"holder": str(holder.version)},
+            )
 
     # train the challenger: the normal pipeline run, holdout images kept out of its data
     training_cfg = training_cfg.model_copy(
@@ -254,35 +286,44 @@ def _attempt(
             )
         }
     )
+    if not training_cfg.tracking.run_name:
+        tracking = training_cfg.tracking.model_copy(
+            update={"run_name": f"retrain {name} challenger (data {data_digest[:8]})"}
+        )
+        training_cfg = training_cfg.model_copy(update={"tracking": tracking})
     if before_training is not None:
         before_training()
     from pipeline.jobs.training import run
 
-    run(training_cfg, overrides, started=started)
+    # the training run holds what it was trained on: a later attempt on the same three
+    # digests finds its version through it (`registry.trained_on`)
+    identity_tags = {
+        Tag.KIND: Kind.RETRAIN_CHALLENGER,
+        Tag.MODEL_NAME: name,
+        Tag.DATA_SOURCE_DIGEST: data_digest,
+        Tag.HOLDOUT_DIGEST: holdout_digest,
+        Tag.CONFIG_DIGEST: digest,
+        Tag.FINGERPRINT: identity,
+        Tag.AUDIT_RUN_ID: audit.run_id,
+    }
+    run(training_cfg, overrides, started=started, tags=identity_tags)
     training_run_id = recorder.last_run_id()
     assert training_run_id is not None
     last = client.get_run(training_run_id)
     overlap = last.data.metrics.get(Metric.HOLDOUT_OVERLAP_REMOVED, 0.0)
     audit.metrics({Metric.HOLDOUT_OVERLAP_REMOVED: overlap})
-    client.set_tag(training_run_id, Tag.AUDIT_RUN_ID, audit.run_id)
 
     # register it: tags and description first, the alias only once it is complete
-    version_tags = {
-        Tag.DATA_SOURCE_DIGEST: data_digest,
-        Tag.HOLDOUT_DIGEST: holdout_digest,
-        Tag.CONFIG_DIGEST: digest,
-        Tag.FINGERPRINT: identity,
-        Tag.TRAINING_RUN_ID: training_run_id,
-        Tag.AUDIT_RUN_ID: audit.run_id,
-    }
     version = reg.register(
         name,
         reg.logged_model_id(client, training_run_id),
-        version_tags,
-        f"Challenger trained by run {training_run_id} on data {data_digest[:12]}; "
+        {Tag.TRAINING_RUN_ID: training_run_id},
+        f"Challenger trained by run `{training_run_id}` on data `{data_digest[:12]}`; "
         "holdout evaluation pending.",
     )
     number = str(version.version)
+    if not cfg.tracking.run_name:
+        client.update_run(training_run_id, name=f"retrain {name} v{number} challenger")
     client.set_registered_model_alias(name, reg.CHALLENGER, number)
     log.info("Registered %s version %s (alias %s)", name, number, reg.CHALLENGER)
 
@@ -296,26 +337,25 @@ def _attempt(
     decision = "promoted" if verdict.promote else "kept"
     _record_scores(audit, challenger_scores, champion_scores, verdict, decision, overlap)
 
-    readable = _describe(decision, verdict.reason, challenger_scores, champion, data_digest)
+    readable = _describe(
+        Described(decision, verdict.reason, challenger_scores, champion_scores, before),
+        Identity(data_digest, holdout_digest, digest, len(split.labels)),
+        training_run_id,
+        audit.run_id,
+    )
     client.update_model_version(name, number, description=readable)
-    for key, value in {
-        **{k: f"{v:.4f}" for k, v in challenger_scores.metrics().items()},
-        Tag.DECISION: decision,
-        Tag.REASON: verdict.reason,
-    }.items():
+    for key, value in {**_version_scores(challenger_scores), Tag.DECISION: decision}.items():
         client.set_model_version_tag(name, number, key, value)
-    if champion and champion_scores and champion.tags.get(Tag.HOLDOUT_DIGEST) != holdout_digest:
-        # the holdout changed: the champion's recorded scores are now those on the new one
-        for key, value in {
-            **{k: f"{v:.4f}" for k, v in champion_scores.metrics().items()},
-            Tag.HOLDOUT_DIGEST: holdout_digest,
-        }.items():
-            client.set_model_version_tag(name, str(champion.version), key, value)
+    if champion and champion_scores:
+        _rescored(client, name, champion, champion_scores, holdout_digest)
     after = before
     if verdict.promote:
         reg.set_champion(client, name, number)
         client.delete_registered_model_alias(name, reg.CHALLENGER)
         after = number
+        if before is not None:
+            reg.note(client, name, before, "replaced as champion", f"by v{number}, by the gate")
+        reg.note(client, name, number, "became champion", f"was {_v(before)}, by the gate")
     log.info(
         "%s: version %s (%s); champion %s -> %s",
         decision.capitalize(),
@@ -393,13 +433,94 @@ def _record_scores(
     )
 
 
-def _describe(decision: str, reason: str, scores: Scores, champion: Any, data_digest: str) -> str:
-    """The version's description, as a person reads it on the Models page."""
-    against = f"champion version {champion.version}" if champion else "no champion"
-    return (
-        f"{decision.upper()} against {against}: {reason}.\n\n"
-        f"Holdout: accuracy {scores.accuracy:.4f}, macro-F1 {scores.macro_f1:.4f}, "
-        f"loss {scores.loss:.4f}. Data digest {data_digest[:12]}."
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "none"
+
+
+def _version_scores(scores: Scores) -> dict[str, str]:
+    """The scores a version keeps as tags (the Models page shows them as columns): holdout
+    accuracy and macro-F1; the loss and the letters are in its description."""
+    return {
+        Metric.HOLDOUT_ACCURACY: f"{scores.accuracy:.4f}",
+        Metric.HOLDOUT_MACRO_F1: f"{scores.macro_f1:.4f}",
+    }
+
+
+@dataclass(frozen=True)
+class Described:
+    """What the gate decided for a challenger, for its description."""
+
+    decision: str
+    reason: str
+    scores: Scores
+    champion: Scores | None
+    champion_version: str | None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a challenger was trained and judged on: the three digests and the holdout's size."""
+
+    data: str
+    holdout: str
+    config: str
+    holdout_images: int
+
+
+def _describe(said: Described, identity: Identity, training_run_id: str, audit_run_id: str) -> str:
+    """The version's description in Markdown, as a person reads it on the Models page: the
+    decision and why, the holdout scores, the per-letter table against the champion, what it
+    was trained on, and (appended later, `registry.note`) what happened to it since."""
+    scores, champion, against = said.scores, said.champion, said.champion_version
+    lines = [
+        f"**{said.decision.upper()}** against "
+        f"{f'champion v{against}' if against else 'no champion'}: {said.reason}.",
+        "",
+        f"Holdout `{identity.holdout[:12]}` ({identity.holdout_images} images): accuracy "
+        f"**{scores.accuracy:.4f}**, macro-F1 {scores.macro_f1:.4f}, loss {scores.loss:.4f}"
+        + (
+            f" (champion v{against}: accuracy {champion.accuracy:.4f}, macro-F1 "
+            f"{champion.macro_f1:.4f})."
+            if champion is not None
+            else "."
+        ),
+        "",
+    ]
+    if champion is not None:
+        lines += [f"| letter | accuracy | champion v{against} | change |", "|:--|--:|--:|--:|"]
+        for letter, value in scores.per_class.items():
+            old = champion.per_class.get(letter, float("nan"))
+            lines.append(f"| {letter} | {value:.4f} | {old:.4f} | {value - old:+.4f} |")
+    else:
+        lines += ["| letter | accuracy |", "|:--|--:|"]
+        lines += [f"| {letter} | {value:.4f} |" for letter, value in scores.per_class.items()]
+    lines += [
+        "",
+        f"Trained by run `{training_run_id}` on data `{identity.data[:12]}` (config "
+        f"`{identity.config[:12]}`); audit run `{audit_run_id}`.",
+    ]
+    return "\n".join(lines)
+
+
+def _rescored(
+    client: MlflowClient, name: str, champion: Any, scores: Scores, holdout_digest: str
+) -> None:
+    """The champion is scored anew by every attempt: when its recorded scores differ (the
+    holdout changed), the tags take the new ones and its description says so."""
+    version, tags = str(champion.version), champion.tags or {}
+    fresh = _version_scores(scores)
+    if all(tags.get(k) == v for k, v in fresh.items()):
+        return
+    for key, value in fresh.items():
+        client.set_model_version_tag(name, version, key, value)
+    reg.note(
+        client,
+        name,
+        version,
+        "re-scored",
+        f"holdout `{holdout_digest[:12]}`: accuracy {fresh[Metric.HOLDOUT_ACCURACY]}, "
+        f"macro-F1 {fresh[Metric.HOLDOUT_MACRO_F1]} (was {tags.get(Metric.HOLDOUT_ACCURACY, '?')}"
+        f", {tags.get(Metric.HOLDOUT_MACRO_F1, '?')})",
     )
 
 
@@ -423,6 +544,8 @@ def _move(client: MlflowClient, name: str, action: str, version: str | None) -> 
         reg.restore_champion(client, name, target[1])
         reason = f"rolled back by hand from version {target[0]} to {target[1]}"
         after = target[1]
+        reg.note(client, name, target[0], "rolled back", f"champion returned to v{after}")
+        reg.note(client, name, after, "champion again", f"rolled back from v{target[0]}")
     else:
         assert version is not None
         client.get_model_version(name, version)  # an unknown version fails here, by name
@@ -432,6 +555,9 @@ def _move(client: MlflowClient, name: str, action: str, version: str | None) -> 
         reg.set_champion(client, name, version)
         reason = f"promoted by hand (champion was {before})"
         after = version
+        if before is not None:
+            reg.note(client, name, before, "replaced as champion", f"by v{version}, by hand")
+        reg.note(client, name, version, "promoted by hand", f"champion was {_v(before)}")
     # the version keeps its gate decision; the move by hand is noted beside it
     client.set_model_version_tag(name, after, Tag.MANUAL, f"{action} by hand")
     return Outcome(f"manual_{action}", reason, champion_before=before, champion_after=after)

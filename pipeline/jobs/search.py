@@ -54,7 +54,7 @@ from pipeline.config import (
 from pipeline.config.schema import ParamSpec
 from pipeline.errors import ConfigError, RunsFailedError
 from pipeline.jobs import training
-from pipeline.names import Artifact, Metric, Tag
+from pipeline.names import Artifact, Kind, Metric, Tag
 from pipeline.stages.data import Dataset
 from pipeline.tracking.recording import recorder
 from pipeline.tracking.runs.lifecycle import EndRun, git_tags
@@ -266,6 +266,7 @@ def join(search: SearchConfig, cfg: AppConfig, space: str = "") -> Study:
                     **process_tags(),  # the worker that made it (a later one takes over)
                     Tag.SWEEP: "true",  # a parent: `pipeline.report --experiment` skips it
                     Tag.SEARCH: "true",
+                    Tag.KIND: Kind.SEARCH,
                     Tag.SEARCH_STUDY: search.study,
                     Tag.SEARCH_STORAGE: _storage_label(search.storage, lock_uri),
                     Tag.SWEEP_OVERRIDES: space,
@@ -463,7 +464,7 @@ def _run_trial(
     shown = [f"{k}={json.dumps(v) if not _scalar(v) else v}" for k, v in values.items()]
     given = [o for o in overrides if not o.lstrip("+~").startswith("search")]
     reporter = ReportToTrial(trial)
-    tags = {Tag.SEARCH_STUDY: name, Tag.SEARCH_TRIAL: str(trial.number)}
+    tags = {Tag.SEARCH_STUDY: name, Tag.SEARCH_TRIAL: str(trial.number), Tag.KIND: Kind.TRIAL}
     state, value = TrialState.FAIL, None
     before = recorder.last_run_id()
     with Heartbeat(study.optuna._storage, trial._trial_id):

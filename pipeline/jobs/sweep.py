@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import TrackingConfig
 from pipeline.errors import Abort, RunsFailedError
-from pipeline.names import Artifact, Metric, Tag
+from pipeline.names import Artifact, Kind, Metric, Tag
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -115,6 +115,7 @@ class MlflowSweepCallback(Callback):
                 **git_tags(),
                 **process_tags(),
                 Tag.SWEEP: "true",
+                Tag.KIND: Kind.SWEEP,
                 Tag.SWEEP_OVERRIDES: " ".join(overrides),
                 Tag.SWEEP_DIR: str(config.hydra.sweep.dir),
             },
@@ -204,16 +205,18 @@ class MlflowSweepCallback(Callback):
 
 
 def log_comparison(
-    client: MlflowClient, parent_run_id: str, comparison: Comparison, title: str
+    client: MlflowClient, parent_run_id: str, comparison: Comparison, name: str
 ) -> None:
-    """Attach the comparison to the sweep's parent run: artifacts, best-run tags and metrics."""
+    """Attach the comparison to the sweep's parent run (`name`, its run name): artifacts,
+    best-run tags and metrics."""
     import pandas as pd
     from mlflow.entities import Metric as MetricPoint
     from mlflow.entities import RunTag
 
     from pipeline.reporting.figures import comparison_figures
-    from pipeline.reporting.render import data_uri, html, markdown
+    from pipeline.reporting.render import data_uri, html, markdown, report_title
 
+    title = report_title(name, comparison)
     folder = Artifact.COMPARISON_DIR
     client.log_text(parent_run_id, comparison.table.to_csv(index=False), f"{folder}/comparison.csv")
     images, inline = {}, {}

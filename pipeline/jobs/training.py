@@ -16,7 +16,7 @@ import keras
 
 from pipeline.config import AppConfig, ConfigError, DataConfig
 from pipeline.config.logged import LOCATION, from_record, read_record
-from pipeline.names import Artifact, Metric, Tag
+from pipeline.names import Artifact, Kind, Metric, Tag
 from pipeline.stages.data import Dataset, load_synthetic
 from pipeline.stages.data.dataset import DataError
 from pipeline.stages.data.notmnist import load_notmnist
@@ -121,6 +121,8 @@ def run(
     if overrides:  # a sweep's run name shows only the swept values, and those shortened
         run_tags[Tag.JOB_OVERRIDES] = " ".join(overrides)[:5000]
     resume = cfg.train.resume
+    if resume is None:  # a resumed run keeps the kind it started as
+        run_tags.setdefault(Tag.KIND, Kind.SWEEP_JOB if parent_run_id else Kind.TRAINING)
     logged: frozenset[int] = frozenset()
     # the checkpoint's folder, named here: the run's id is the recorder's to learn, later
     checkpoints = checkpoint_dir(store.uri, uuid.uuid4().hex)

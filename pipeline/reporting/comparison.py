@@ -60,6 +60,9 @@ class Comparison:
     sort_by: str
     failures: pd.DataFrame
     curves: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # images in the valid and test splits, where every finished run had the same number:
+    # one image is 1/size of that split's accuracy
+    split_sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def best(self) -> pd.Series | None:
@@ -118,11 +121,36 @@ def compare(runs: pd.DataFrame, client: MlflowClient | None = None) -> Compariso
         failures.reset_index(drop=True),
     )
     if client is not None:
-        comparison.curves = {
-            run_id: _history(client, run_id)
-            for run_id in comparison.table.loc[~failed.to_numpy(), "run_id"]
-        }
+        finished = comparison.table.loc[~failed.to_numpy(), "run_id"]
+        comparison.curves = {run_id: _history(client, run_id) for run_id in finished}
+        comparison.split_sizes = _split_sizes(client, list(finished))
     return comparison
+
+
+SPLITS = ("valid", "test")
+
+
+def _split_sizes(client: MlflowClient, run_ids: Sequence[str]) -> dict[str, int]:
+    """The valid and test splits' sizes shared by every run, from the datasets each logged
+    (`mlflow.data.context` valid / test, their profile's `targets_size`); a split whose size
+    differs between runs, or that a run did not log, is left out."""
+    import json
+
+    seen: dict[str, set[int]] = {split: set() for split in SPLITS}
+    for run_id in run_ids:
+        inputs = client.get_run(run_id).inputs
+        sizes: dict[str, int] = {}
+        for logged in inputs.dataset_inputs if inputs else []:
+            context = {t.key: t.value for t in logged.tags}.get("mlflow.data.context")
+            try:  # a record: anything that is not a positive count is no size
+                size = json.loads(logged.dataset.profile or "{}").get("targets_size")
+            except (ValueError, AttributeError):
+                size = None
+            if context in seen and type(size) is int and size > 0:
+                sizes[str(context)] = size
+        for split in SPLITS:
+            seen[split].add(sizes.get(split, 0))
+    return {s: next(iter(n)) for s, n in seen.items() if len(n) == 1 and 0 not in n}
 
 
 def _history(client: MlflowClient, run_id: str) -> pd.DataFrame:

@@ -56,7 +56,31 @@ class _Image:
 _Block = _Title | _Heading | _Text | _Best | _Table | _Image
 
 
+SHORT_ID = 8  # a run id's first characters: enough to find it, short enough to fit
+
+
+def shown_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A comparison's table as the report shows it: the settings and results first (what a
+    reader compares, on screen in the UI's artifact view), then the run's name, status and
+    a short run id (`SHORT_ID` characters) last."""
+    last = [c for c in ("run_name", "status") if c in table]
+    first = [c for c in table.columns if c not in ("run_id", *last)]
+    shown = table[[*first, *last]].copy()
+    shown["run"] = table["run_id"].astype(str).str[:SHORT_ID]
+    return shown
+
+
+def report_title(name: str, comparison: Comparison) -> str:
+    """A report's title: the run's name (`sweep 2026-12-06 21:00:01`, `study default`) with
+    its first letter up, and what the runs vary; never the kind twice ("Sweep sweep")."""
+    varied = ", ".join(comparison.varied[:3]) + (", ..." if len(comparison.varied) > 3 else "")
+    runs = f"{len(comparison.table)} runs"
+    return f"{name[:1].upper()}{name[1:]}: {runs}" + (f" over {varied}" if varied else "")
+
+
 def _outline(comparison: Comparison, images: Mapping[str, str], title: str) -> Iterator[_Block]:
+    from pipeline.reporting.figures import image_caption
+
     total, failed = len(comparison.table), len(comparison.failures)
     yield _Title(title)
     yield _Text(f"{total} runs, {total - failed} finished, {failed} failed; {RANK_WHY}.")
@@ -69,13 +93,16 @@ def _outline(comparison: Comparison, images: Mapping[str, str], title: str) -> I
             float(best[Metric.TEST_ACCURACY]),
         )
     yield _Heading("Runs")
-    yield _Table(comparison.table)
+    yield _Table(shown_table(comparison.table))
     if failed:
         yield _Heading("Failed runs")
-        yield _Table(comparison.failures)
+        yield _Table(shown_table(comparison.failures))
     for name, link in images.items():
         yield _Heading(name.replace("_", " ").capitalize())
         yield _Image(name, link)
+        caption = image_caption(comparison) if name == "heatmap" else None
+        if caption:
+            yield _Text(caption)
 
 
 def markdown(comparison: Comparison, images: Mapping[str, str], title: str) -> str:
@@ -92,8 +119,8 @@ def markdown(comparison: Comparison, images: Mapping[str, str], title: str) -> s
             case _Best(run_id, label, valid, test):
                 lines += [
                     "",
-                    f"**Best**: run `{run_id}` ({label}): valid accuracy {valid:.4f}, "
-                    f"test accuracy {test:.4f}.",
+                    f"**Best**: {label}: valid accuracy {valid:.4f}, test accuracy {test:.4f} "
+                    f"(run `{run_id[:SHORT_ID]}`).",
                 ]
             case _Table(frame):
                 lines += ["", frame.to_markdown(index=False, floatfmt=".4g")]
@@ -126,8 +153,8 @@ def html(comparison: Comparison, images: Mapping[str, str], title: str) -> str:
                 )
             case _Best(run_id, label, valid, test):
                 parts.append(
-                    f"<p><b>Best</b>: run <code>{escape(run_id)}</code> ({escape(label)}): "
-                    f"valid accuracy {valid:.4f}, test accuracy {test:.4f}.</p>"
+                    f"<p><b>Best</b>: {escape(label)}: valid accuracy {valid:.4f}, test "
+                    f"accuracy {test:.4f} (run <code>{escape(run_id[:SHORT_ID])}</code>).</p>"
                 )
             case _Table(frame):
                 parts.append(frame.to_html(index=False, float_format="%.4g"))

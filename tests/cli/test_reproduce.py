@@ -25,4 +25,5 @@ def test_reproducing_a_run_gives_identical_metrics(champion: Champion) -> None:
         f"tags.reproduces = '{champion.run_id}'",
     )
     assert again.info.status == "FINISHED"
+    assert again.data.tags["kind"] == "reproduction"
     assert again.data.metrics["test_accuracy"] == champion.test_accuracy

@@ -37,6 +37,15 @@ def test_timings_are_not_compared() -> None:
     assert comparable(metrics) == {"test_accuracy": 0.9}
 
 
+def test_a_run_logged_with_float32_noise_compares_at_its_precision() -> None:
+    """A run recorded before metrics were rounded (0.9760000109672546) reproduces as the same
+    float32 logged now (0.976)."""
+    import numpy as np
+
+    before = comparable({"test_accuracy": float(np.float32(0.976))})
+    assert Row("test_accuracy", before["test_accuracy"], 0.976).identical
+
+
 def test_other_data_fails_the_run_before_training(tiny, store_uri: str) -> None:
     cfg = tiny("tracking.experiment=changed")
     with pytest.raises(DataError, match="the data differs from the run's"):

@@ -3,6 +3,7 @@ through first champion, skip, changed data promoted and kept, and a changed hold
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -55,21 +56,25 @@ def test_config_digest_ignores_where_data_lives_but_not_what_is_trained(tmp_path
 # -- one registry, end to end (in this process: a training run costs seconds) --------------
 
 
+def attempt_on(root: Path, data: str, holdout: str, *more: str):
+    """One retrain attempt on the registry in `root`."""
+    from pipeline.jobs.retraining import retrain
+
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    common = (*SMALL, f"tracking.uri={uri}", f"data.cache_dir={root / 'cache'}")
+    cfg = retrain_settings(*common, f"data.path={data}", f"retrain.holdout.path={holdout}", *more)
+    return retrain(cfg, overrides=[f"data.path={data}"])
+
+
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory):
     """The attempts, in order, on one store: (name, outcome) pairs plus the sources."""
-    from pipeline.jobs.retraining import retrain
-
     root = tmp_path_factory.mktemp("retrain")
     src = Sources(root / "sources")
     uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
-    common = (*SMALL, f"tracking.uri={uri}", f"data.cache_dir={root / 'cache'}")
 
     def attempt(data: str, holdout: str, *more: str):
-        cfg = retrain_settings(
-            *common, f"data.path={data}", f"retrain.holdout.path={holdout}", *more
-        )
-        return retrain(cfg, overrides=[f"data.path={data}"])
+        return attempt_on(root, data, holdout, *more)
 
     outcomes = {
         "first": attempt(src.v1, src.holdout),
@@ -98,6 +103,39 @@ def test_first_retrain_makes_a_champion(history) -> None:
     assert float(version.tags[Metric.HOLDOUT_ACCURACY]) > 0
     assert "PROMOTED" in version.description
     assert version.tags[Tag.TRAINING_RUN_ID] == first.training_run_id
+    # few tags, the columns of the Models page; the rest is in the description
+    assert set(version.tags) == {
+        Metric.HOLDOUT_ACCURACY,
+        Metric.HOLDOUT_MACRO_F1,
+        Tag.DECISION,
+        Tag.TRAINING_RUN_ID,
+    }
+    assert "| letter | accuracy |" in version.description
+    assert "| J | " in version.description
+    # the training run says what it is and what it was trained on
+    training = client.get_run(first.training_run_id)
+    assert training.data.tags[Tag.KIND] == "retrain-challenger"
+    assert training.info.run_name == "retrain notmnist v1 challenger"
+    assert Tag.FINGERPRINT in training.data.tags
+    audit = audit_runs(client)[first.audit_run_id]
+    assert audit.info.run_name == "retrain: promoted v1"
+    assert audit.data.tags[Tag.KIND] == "audit"
+
+
+@pytest.mark.slow
+def test_a_promoted_version_says_it_against_the_champion_letter_by_letter(history) -> None:
+    outcomes, client, _, _ = history
+    promoted = client.get_model_version("notmnist", outcomes["added"].version)
+    assert "| letter | accuracy | champion v1 | change |" in promoted.description
+    assert "became champion on " in promoted.description
+    assert "was v1, by the gate" in promoted.description
+    replaced = client.get_model_version("notmnist", "1").description
+    assert "replaced as champion on " in replaced
+    assert "by v2, by the gate" in replaced
+    audit = audit_runs(client)[outcomes["added"].audit_run_id]
+    assert audit.info.run_name == "retrain: promoted v2 (was v1)"
+    kept = audit_runs(client)[outcomes["removed"].audit_run_id]
+    assert kept.info.run_name == "retrain: kept v3 (champion v2)"
 
 
 @pytest.mark.slow
@@ -109,6 +147,7 @@ def test_same_data_again_is_skipped_without_a_new_version(history) -> None:
     assert "data unchanged" in same.reason
     assert same.version is None
     audit = audit_runs(client)[same.audit_run_id]
+    assert audit.info.run_name == "retrain: skipped: v1 holds this data"
     assert audit.data.tags[Tag.DECISION] == "skipped"
     assert Tag.TRAINING_RUN_ID not in audit.data.tags
 
@@ -178,8 +217,9 @@ def test_a_new_holdout_re_evaluates_the_champion_on_it(history) -> None:
     assert recorded == pytest.approx(fresh.accuracy)
     assert recorded != old.data.metrics[f"champion.{Metric.HOLDOUT_ACCURACY}"]
     champion = client.get_model_version("notmnist", "2")
-    assert champion.tags[Tag.HOLDOUT_DIGEST] == digest
     assert float(champion.tags[Metric.HOLDOUT_ACCURACY]) == pytest.approx(fresh.accuracy, abs=1e-4)
+    assert "re-scored on " in champion.description
+    assert f"holdout `{digest[:12]}`" in champion.description
 
 
 @pytest.mark.slow
@@ -236,10 +276,43 @@ def test_rollback_and_promote_move_the_champion_and_are_audited(history, capsys)
         ("promote", None, "FAILED"),  # no version 99: the error is the audit's
     ]
     assert manual[0].data.tags[Tag.CHAMPION_AFTER] == "1"
+    # named by what they did, as the runs table shows them
+    assert [r.info.run_name for r in manual] == [
+        "rollback: v2 → v1",
+        "rollback: refused",
+        "promote: v1 → v3",
+        "promote: failed",
+    ]
+    # each version's description says what happened to it since its decision
+    rolled_back = client.get_model_version("notmnist", "2").description
+    assert re.search(
+        r"- rolled back on \d{4}-\d\d-\d\d \d\d:\d\d UTC: champion returned to v1", rolled_back
+    )
+    assert "champion again on " in client.get_model_version("notmnist", "1").description
+    assert "promoted by hand on " in client.get_model_version("notmnist", "3").description
     assert manual[2].data.tags[Tag.DECISION] == "manual_promote"
     promoted = client.get_model_version("notmnist", "3").tags
     assert (promoted[Tag.DECISION], promoted[Tag.MANUAL]) == ("kept", "promote by hand")
     assert client.get_model_version("notmnist", "1").tags[Tag.MANUAL] == "rollback by hand"
+
+
+@pytest.mark.slow
+def test_data_any_version_was_trained_on_is_skipped_whatever_its_aliases(history) -> None:
+    """After the rollback and the promotion by hand (champion 3, challenger 4), version 2's
+    data and version 1's hold neither alias: trained again, they would be identical new
+    versions (the runs are deterministic)."""
+    _, client, src, root = history
+    before = {str(v.version) for v in client.search_model_versions("name = 'notmnist'")}
+    again = attempt_on(root, src.v2, src.holdout)
+    assert again.decision == "skipped"
+    assert again.reason.startswith("data unchanged: version 2 (promoted) was already trained")
+    first = attempt_on(root, src.v1, src.holdout)
+    assert first.decision == "skipped"
+    assert "version 1 (promoted)" in first.reason
+    assert {str(v.version) for v in client.search_model_versions("name = 'notmnist'")} == before
+    assert audit_runs(client)[again.audit_run_id].info.run_name == (
+        "retrain: skipped: v2 holds this data"
+    )
 
 
 @pytest.mark.slow

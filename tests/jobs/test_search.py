@@ -106,6 +106,8 @@ def test_study_is_one_parent_with_a_child_run_per_trial(tiny_study: dict[str, An
     assert len(children) == 5
     assert sorted(children[f"tags.{Tag.SEARCH_TRIAL}"].astype(int)) == [0, 1, 2, 3, 4]
     assert parent["status"] == "FINISHED"
+    assert parent[f"tags.{Tag.KIND}"] == "search"
+    assert set(children[f"tags.{Tag.KIND}"]) == {"trial"}
     assert set(children["status"]) <= {"FINISHED", "KILLED"}  # never FAILED or RUNNING
     finished = children[children["status"] == "FINISHED"]
     complete = {t.number: t.value for t in study.trials if t.state.name == "COMPLETE"}

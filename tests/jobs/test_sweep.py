@@ -52,7 +52,9 @@ def test_grid_sweep_nests_runs_and_compares_them(store_uri: str, tmp_path: Path)
     assert {c.info.run_name for c in children} == {
         f"l2={b} drop={d}" for b in ("0", "0.001") for d in ("0", "0.5")
     }
+    assert parent.data.tags["kind"] == "sweep"
     for child in children:
+        assert child.data.tags["kind"] == "sweep-job"
         assert child.data.tags["overrides"].startswith("data.train_size=400 ")
         assert (
             child.info.run_name.replace("l2=", "model.l2_beta=").replace(

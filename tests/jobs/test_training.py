@@ -89,6 +89,9 @@ def test_summary_metrics_and_tags(finished) -> None:
     assert tags["data.digest"] == dataset.digest()
     assert tags["data.digest.test"] == dataset.test.digest()
     assert tags["data.format"] == "synthetic"
+    assert tags["kind"] == "training"  # one run, no parent
+    # logged at the precision they have: a float32's shortest decimal, no noise digits
+    assert logged["best_val_accuracy"] == float(str(np.float32(logged["best_val_accuracy"])))
     commit = git_tags().get("mlflow.source.git.commit")  # None outside a git checkout
     assert tags.get("mlflow.source.git.commit") == commit
     inputs = {d.dataset.name: d.dataset.digest for d in found.inputs.dataset_inputs}

@@ -10,9 +10,10 @@ from pipeline.reporting.figures import (
     CURVES_NAMED,
     curves_figure,
     heatmap_figure,
+    label_digits,
     valid_test_figure,
 )
-from pipeline.reporting.render import markdown
+from pipeline.reporting.render import html, markdown, report_title
 
 
 def _runs(monitor: str = "val_loss") -> pd.DataFrame:
@@ -133,3 +134,75 @@ def test_a_search_gets_a_valid_against_test_scatter_not_a_heatmap_and_readable_c
 
 def test_a_grid_gets_a_heatmap_and_no_scatter() -> None:
     assert valid_test_figure(compare(_runs())) is None
+
+
+def _close_grid() -> pd.DataFrame:
+    """A 2 x 2 grid whose accuracies differ by less than a thousandth, as on 687 images."""
+    runs = _runs()
+    runs["status"] = "FINISHED"
+    runs["run_id"] = [f"{c}" * 32 for c in "abcd"]
+    runs["metrics.best_val_accuracy"] = [0.9745, 0.9752, 0.9760, 0.9738]
+    runs["metrics.test_accuracy"] = [0.97, 0.971, 0.972, 0.973]
+    return runs
+
+
+def test_the_report_table_starts_with_settings_and_results_and_ends_with_a_short_run_id() -> None:
+    comparison = compare(_close_grid())
+    text = markdown(comparison, {}, report_title("sweep 2026-12-06 21:00:01", comparison))
+    header = next(line for line in text.splitlines() if "model.l2_beta" in line and "|" in line)
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    assert cells[:4] == [
+        "model.l2_beta",
+        "model.dropout_rate",
+        "best_val_accuracy",
+        "best_val_data_loss",
+    ]
+    assert cells[-3:] == ["run_name", "status", "run"]
+    assert "| " + "c" * 8 + " |" in text.replace("  ", " ")  # the id's first 8 characters
+    assert "c" * 32 not in text
+    page = html(comparison, {}, "t")
+    assert page.index("<th>best_val_accuracy</th>") < page.index("<th>run</th>")
+
+
+def test_the_title_names_the_sweep_once_and_what_it_varies() -> None:
+    comparison = compare(_close_grid())
+    title = report_title("sweep 2026-12-06 21:00:01", comparison)
+    assert title == "Sweep 2026-12-06 21:00:01: 4 runs over model.l2_beta, model.dropout_rate"
+    assert markdown(comparison, {}, title).startswith(f"# {title}\n")
+    assert "Sweep sweep" not in title
+
+
+def test_heatmap_labels_never_read_the_same_for_two_colours_and_say_what_an_image_is() -> None:
+    assert label_digits(np.array([0.9745, 0.9752, 0.976])) == 4  # 3 digits: 0.975 twice
+    assert label_digits(np.array([0.5, 0.75, np.nan])) == 3
+    comparison = compare(_close_grid())
+    comparison.split_sizes = {"valid": 687, "test": 687}
+    fig = heatmap_figure(comparison)
+    cells = [t.get_text() for t in fig.axes[0].texts]
+    assert len(set(cells)) == 4, cells
+    caption = fig._supxlabel.get_text()
+    assert caption.startswith("One image is 1/687 = 0.00146 of valid accuracy (0.146 points)")
+    assert caption in markdown(comparison, {"heatmap": "heatmap.png"}, "t")
+    comparison.split_sizes = {}
+    assert "One image" not in markdown(compare(_close_grid()), {"heatmap": "h.png"}, "t")
+
+
+def test_split_sizes_come_from_the_datasets_every_run_logged(store_uri: str) -> None:
+    """The same valid split in every run: its size; test splits of two sizes: none."""
+    import mlflow
+    from mlflow.data.numpy_dataset import from_numpy
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.reporting.comparison import find_runs
+    from pipeline.tracking.store.connect import connect
+
+    store = connect(store_uri, "sizes")
+    for test_size in (30, 40):
+        with mlflow.start_run(experiment_id=store.experiment_id):
+            for context, size in (("valid", 20), ("test", test_size)):
+                images, labels = np.zeros((size, 28, 28), np.uint8), np.zeros(size, np.uint8)
+                dataset = from_numpy(images, targets=labels, name=f"x-{context}-{size}")
+                mlflow.log_input(dataset, context=context)
+            mlflow.log_metrics({"best_val_accuracy": 0.5, "test_accuracy": 0.5})
+    comparison = compare(find_runs([store.experiment_id], None), MlflowClient(store_uri))
+    assert comparison.split_sizes == {"valid": 20}

@@ -35,6 +35,10 @@ from pipeline.names import Metric, Tag
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 _MODEL_ID = re.compile(r"m-[0-9a-f]{32}")
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+# MLflow's SQL stores keep at most this many characters of a version's description
+DESCRIPTION_LIMIT = 5000
+HISTORY = "**History**"
 
 
 class RegistryError(errors.RegistryError):
@@ -166,14 +170,8 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion |
 
 def aliases(client: MlflowClient, name: str) -> dict[str, str]:
     """version -> its aliases, comma-separated ({} when the model is not registered)."""
-    try:
-        model = client.get_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return {}
-        raise
     shown: dict[str, list[str]] = {}
-    for alias, version in sorted(model.aliases.items()):
+    for alias, version in sorted(_model_aliases(client, name).items()):
         shown.setdefault(str(version), []).append(alias)
     return {version: ", ".join(names) for version, names in shown.items()}
 
@@ -229,6 +227,67 @@ def restore_champion(client: MlflowClient, name: str, version: str) -> None:
     client.set_registered_model_tag(name, Tag.CHAMPION_HISTORY, ",".join(history or [version]))
 
 
+def training_run_tags(client: MlflowClient, version: ModelVersion) -> dict[str, str]:
+    """The tags of the run that trained `version` (its `retrain.training_run_id` tag, else
+    MLflow's own `run_id`); {} when that names no run this account can read. The tag is
+    data anyone with EDIT on the model may rewrite: only a run id is looked up."""
+    tags = version.tags or {}
+    run_id = str(tags.get(Tag.TRAINING_RUN_ID) or version.run_id or "")
+    if not _RUN_ID.fullmatch(run_id):
+        return {}
+    try:
+        return dict(client.get_run(run_id).data.tags)
+    except MlflowException:
+        return {}
+
+
+def trained_on(client: MlflowClient, name: str, fingerprint: str) -> ModelVersion | None:
+    """A version of `name` already trained on the set-up `fingerprint` (data, config and
+    holdout digests) and decided by the gate, whatever its aliases now: the champion first,
+    then the challenger, then the newest. A version without a decision (its attempt died
+    before the gate) does not count. The fingerprint is the training run's tag (older
+    versions carry it themselves)."""
+    held = {alias: str(v) for alias, v in _model_aliases(client, name).items()}
+    order = {held.get(CHAMPION): 0, held.get(CHALLENGER): 1}
+    candidates = [v for v in versions(client, name) if (v.tags or {}).get(Tag.DECISION)]
+    candidates.sort(key=lambda v: order.get(str(v.version), 2))  # stable: newest first
+    for version in candidates:
+        own = (version.tags or {}).get(Tag.FINGERPRINT)
+        found = own if own is not None else training_run_tags(client, version).get(Tag.FINGERPRINT)
+        if found == fingerprint:
+            return version
+    return None
+
+
+def note(client: MlflowClient, name: str, version: str, event: str, detail: str) -> None:
+    """Append `- <event> on <date>: <detail>` to the version's description, under its
+    history, so that the Models page says what happened to it after its decision
+    ("rolled back on 2026-12-06 21:14 UTC: champion returned to v1"). The oldest entries
+    give way when the description would pass `DESCRIPTION_LIMIT`."""
+    import datetime
+
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    text = client.get_model_version(name, version).description or ""
+    head, _, history = text.partition(f"\n\n{HISTORY}\n")
+    entries = [line for line in history.splitlines() if line.startswith("- ")]
+    entries.append(f"- {event} on {now}: {detail}")
+    while True:
+        described = f"{head}\n\n{HISTORY}\n" + "\n".join(entries)
+        if len(described) <= DESCRIPTION_LIMIT or len(entries) == 1:
+            break
+        entries.pop(0)
+    client.update_model_version(name, version, description=described[:DESCRIPTION_LIMIT])
+
+
+def _model_aliases(client: MlflowClient, name: str) -> dict[str, str]:
+    try:
+        return dict(client.get_registered_model(name).aliases)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise
+
+
 @dataclass(frozen=True)
 class Row:
     """One line of `python -m pipeline.registry list`."""
@@ -243,13 +302,17 @@ class Row:
 
 
 def table(client: MlflowClient, name: str) -> list[Row]:
-    """Every version with its aliases, holdout scores, data digest, decision and date."""
+    """Every version with its aliases, holdout scores, data digest (its training run's, or
+    its own tag on older versions), decision and date."""
     import datetime
 
     held = aliases(client, name)
     rows = []
     for v in versions(client, name):
         tags = v.tags or {}
+        digest = tags.get(Tag.DATA_SOURCE_DIGEST) or training_run_tags(client, v).get(
+            Tag.DATA_SOURCE_DIGEST, ""
+        )
         created = datetime.datetime.fromtimestamp(v.creation_timestamp / 1000, datetime.UTC)
         rows.append(
             Row(
@@ -257,7 +320,7 @@ def table(client: MlflowClient, name: str) -> list[Row]:
                 aliases=held.get(str(v.version), ""),
                 accuracy=tags.get(Metric.HOLDOUT_ACCURACY, ""),
                 macro_f1=tags.get(Metric.HOLDOUT_MACRO_F1, ""),
-                data_digest=tags.get(Tag.DATA_SOURCE_DIGEST, "")[:12],
+                data_digest=digest[:12],
                 decision="; ".join(
                     filter(None, [tags.get(Tag.DECISION, "(undecided)"), tags.get(Tag.MANUAL)])
                 ),

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 
 from pipeline.names import Artifact, Metric, Tag
+from pipeline.precision import metric_value, metric_values
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,14 @@ def log_epoch(
     run_id: str, step: int, values: Mapping[str, float], timestamp_ms: int | None = None
 ) -> None:
     """One epoch's metrics, in one batched call (never one per metric or per step); the time
-    is when the epoch ended, where that was measured in another process."""
+    is when the epoch ended, where that was measured in another process. Values are logged
+    at the precision they have (`pipeline.precision`: 0.976, not 0.9760000109672546)."""
     from mlflow.entities import Metric as Value
     from mlflow.tracking import MlflowClient
 
     now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
-    MlflowClient().log_batch(
-        run_id, metrics=[Value(k, v, now, step) for k, v in values.items()], synchronous=True
-    )
+    points = [Value(k, metric_value(v), now, step) for k, v in values.items()]
+    MlflowClient().log_batch(run_id, metrics=points, synchronous=True)
 
 
 def log_config(config: Mapping[str, Any], overrides: Sequence[str] = ()) -> None:
@@ -136,6 +137,11 @@ def log_input(dataset: Dataset_, context: str, attempts: int = 3) -> None:
             log.info("Dataset %s logged by a concurrent run first; linking it", dataset.name)
 
 
+def log_metrics(metrics: Mapping[str, float]) -> None:
+    """Metrics of the active run, logged once, at the precision they have."""
+    mlflow.log_metrics(metric_values(metrics))
+
+
 def log_table(table: pd.DataFrame, artifact_file: str) -> None:
     mlflow.log_text(table.to_csv(), artifact_file)
 
@@ -145,7 +151,7 @@ def log_training(history: pd.DataFrame, best_epoch: int, stopped_early: bool) ->
     from pipeline.reporting import figures
 
     mlflow.set_tag(Tag.STOPPED_EARLY, str(stopped_early).lower())
-    log_table(history, Artifact.HISTORY)
+    log_table(history.map(metric_value), Artifact.HISTORY)  # as its metrics are logged
     figure = figures.learning_curves_figure(history, best_epoch)
     mlflow.log_figure(figure, f"{Artifact.FIGURES_DIR}/learning_curves.png")
 
@@ -158,7 +164,7 @@ def log_evaluation(
     `predictions` (plain values: this runs where the model's classes are not imported)."""
     from pipeline.reporting import figures
 
-    mlflow.log_metrics(dict(metrics))
+    log_metrics(metrics)
     log_table(evaluation["per_class"], Artifact.PER_CLASS)
     made = {
         "confusion_matrix": figures.confusion_matrix_figure(

@@ -146,9 +146,9 @@ class Writer:
         log_epoch(self.run_id, step, values, timestamp_ms)
 
     def op_metrics(self, metrics: dict[str, float]) -> None:
-        import mlflow
+        from pipeline.tracking.recording.records import log_metrics
 
-        mlflow.log_metrics(metrics)
+        log_metrics(metrics)
 
     def op_training(self, history: Any, best_epoch: int, stopped_early: bool) -> None:
         from pipeline.tracking.recording.records import log_training

@@ -19,6 +19,7 @@ from mlflow.entities import RunTag
 from mlflow.tracking import MlflowClient
 
 from pipeline.names import Artifact, Tag
+from pipeline.precision import metric_value
 from pipeline.tracking.runs.lifecycle import git_tags
 from pipeline.tracking.runs.processes import process_tags
 from pipeline.tracking.store.connect import Store
@@ -39,7 +40,7 @@ class Audit:
         import time
 
         now = int(time.time() * 1000)
-        rows = [MlflowMetric(k, float(v), now, 0) for k, v in metrics.items()]
+        rows = [MlflowMetric(k, metric_value(v), now, 0) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=rows)
 
     def text(self, text: str, artifact_file: str) -> None:

@@ -15,7 +15,7 @@ from mlflow.tracking.context.registry import resolve_tags
 
 from pipeline.config import TrackingConfig
 from pipeline.config.paths import PACKAGE_DIR, is_source_checkout
-from pipeline.names import Artifact, Tag
+from pipeline.names import Artifact, Kind, Tag
 from pipeline.tracking.runs.outcome import EndRun as EndRun  # re-exported
 from pipeline.tracking.runs.outcome import ends_as
 from pipeline.tracking.runs.outcome import raise_if_stop_requested as raise_if_stop_requested
@@ -113,6 +113,7 @@ def record_failed_job(
         run_name=run_name or " ".join(overrides) or "invalid config",
         tags={
             Tag.PARENT_RUN_ID: parent_run_id,
+            Tag.KIND: Kind.SWEEP_JOB,
             Tag.ERROR: message[:5000],
             Tag.JOB_OVERRIDES: " ".join(overrides)[:5000],
         },

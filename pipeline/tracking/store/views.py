@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipeline.names import ExperimentTag, Metric
+from pipeline.names import ExperimentTag, Kind, Metric, Tag
 
 VIEW_KEY = "compare"
+AUDIT_VIEW_KEY = "audit"  # retraining's audit runs: action, decision, the champion's move
 # the settings that the lesson's experiments vary, and the results that compare runs fairly
 KEY_PARAMS = ("model.l2_beta", "model.dropout_rate", "model.hidden_units", "train.learning_rate")
 KEY_METRICS = (
@@ -33,6 +34,15 @@ _SECTION = "notmnist-comparison"
 def _column(kind: str, key: str) -> str:
     """A runs-table column id as the UI writes it: metrics.`best_val_accuracy`."""
     return f"{kind}.`{key}`"
+
+
+def comparable_filter() -> str:
+    """Runs trained as configured (`Kind.COMPARABLE`), finished: a search filter as MLflow
+    reads it. Its search has no IN or OR for tags, so it names the kinds left out; `!=`
+    also leaves out a run without a `kind` tag (one recorded before there was one)."""
+    others = [k for k in Kind.ALL if k not in Kind.COMPARABLE]
+    kinds = [f"{_column('tags', Tag.KIND)} != '{kind}'" for kind in others]
+    return " and ".join([*kinds, "attributes.status = 'FINISHED'"])
 
 
 def comparison_view() -> dict[str, Any]:
@@ -69,9 +79,10 @@ def comparison_view() -> dict[str, Any]:
         },
     ]
     return {
-        # training runs only: a sweep's parent (no model params, the best run's metrics)
-        # would stand beside its own children
-        "searchFilter": "params.`model.name` != ''",
+        # finished training runs and sweep jobs only: a sweep's parent (the best run's
+        # metrics) would stand beside its own children, a trial on other data or a
+        # reproduction beside what it repeats
+        "searchFilter": comparable_filter(),
         "orderByKey": _column("metrics", Metric.BEST_VAL_ACCURACY),
         "orderByAsc": False,
         "selectedColumns": [
@@ -93,11 +104,38 @@ def comparison_view() -> dict[str, Any]:
     }
 
 
+AUDIT_TAGS = (
+    Tag.RETRAIN_ACTION,
+    Tag.DECISION,
+    Tag.CHAMPION_BEFORE,
+    Tag.CHAMPION_AFTER,
+    Tag.CHALLENGER_VERSION,
+    Tag.MODEL_NAME,
+)
+AUDIT_METRICS = (f"challenger.{Metric.HOLDOUT_ACCURACY}", f"champion.{Metric.HOLDOUT_ACCURACY}")
+
+
+def audit_view() -> dict[str, Any]:
+    """Retraining's audit runs, newest first, with what each did as columns: the action, the
+    decision, the champion before and after, the challenger, both holdout accuracies."""
+    return {
+        "searchFilter": f"{_column('tags', Tag.KIND)} = '{Kind.AUDIT}'",
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+        "selectedColumns": [
+            *(_column("tags", t) for t in AUDIT_TAGS),
+            *(_column("metrics", m) for m in AUDIT_METRICS),
+        ],
+    }
+
+
 def experiment_tags() -> dict[str, str]:
     """The experiment tags that make the UI open on the comparison (see the module's doc)."""
+    views = {VIEW_KEY: comparison_view(), AUDIT_VIEW_KEY: audit_view()}
     return {
         ExperimentTag.KIND: ExperimentTag.KIND_MODEL_TRAINING,
-        f"{ExperimentTag.SHARED_VIEW_PREFIX}{VIEW_KEY}": json.dumps(
-            comparison_view(), separators=(",", ":")
-        ),
+        **{
+            f"{ExperimentTag.SHARED_VIEW_PREFIX}{key}": json.dumps(view, separators=(",", ":"))
+            for key, view in views.items()
+        },
     }

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from pipeline.names import Metric, Tag
+from pipeline.names import Kind, Metric, Tag
 
 RESULTS = (
     Metric.BEST_VAL_ACCURACY,
@@ -74,7 +74,10 @@ class Comparison:
 
 
 def find_runs(experiment_ids: Sequence[str], parent_run_id: str | None) -> pd.DataFrame:
-    """Children of `parent_run_id`, or every run of the experiments that is not a sweep parent."""
+    """Children of `parent_run_id`, or every comparable run of the experiments: no sweep
+    parent, and of the kinds trained as configured (`Kind.COMPARABLE`; a run recorded before
+    the `kind` tag counts too), so that a trial on other data, a retraining challenger or a
+    reproduction does not stand beside them."""
     runs = mlflow.search_runs(
         experiment_ids=list(experiment_ids),
         filter_string=f"tags.`{Tag.PARENT_RUN_ID}` = '{parent_run_id}'" if parent_run_id else "",
@@ -82,6 +85,9 @@ def find_runs(experiment_ids: Sequence[str], parent_run_id: str | None) -> pd.Da
     )
     if not parent_run_id and f"tags.{Tag.SWEEP}" in runs:
         runs = runs[runs[f"tags.{Tag.SWEEP}"] != "true"]
+    if not parent_run_id and f"tags.{Tag.KIND}" in runs:
+        kind = runs[f"tags.{Tag.KIND}"]
+        runs = runs[kind.isna() | kind.isin(Kind.COMPARABLE)]
     return runs.reset_index(drop=True)
 
 

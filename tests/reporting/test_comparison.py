@@ -206,3 +206,21 @@ def test_split_sizes_come_from_the_datasets_every_run_logged(store_uri: str) -> 
             mlflow.log_metrics({"best_val_accuracy": 0.5, "test_accuracy": 0.5})
     comparison = compare(find_runs([store.experiment_id], None), MlflowClient(store_uri))
     assert comparison.split_sizes == {"valid": 20}
+
+
+def test_an_experiments_report_compares_training_runs_only(store_uri: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.names import Kind, Tag
+    from pipeline.reporting.comparison import find_runs
+    from pipeline.tracking.store.connect import connect
+
+    store = connect(store_uri, "mixed")
+    client = MlflowClient(store_uri)
+    kept = set()
+    for kind in (*Kind.ALL, None):
+        run = client.create_run(store.experiment_id, tags={Tag.KIND: kind} if kind else {})
+        client.set_terminated(run.info.run_id)
+        if kind in (*Kind.COMPARABLE, None):  # None: recorded before the kind tag
+            kept.add(run.info.run_id)
+    assert set(find_runs([store.experiment_id], None)["run_id"]) == kept

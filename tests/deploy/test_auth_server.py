@@ -603,7 +603,9 @@ def test_first_scheduled_retrain_on_a_fresh_server_makes_the_champion(
     client = signed_in(server.viewer)  # read back by the viewer
     champion = client.get_model_version_by_alias("notmnist", "champion")
     assert champion.version == "1"
-    assert champion.tags[Tag.AUDIT_RUN_ID] == first["info"]["run_id"]
+    training = client.get_run(champion.tags[Tag.TRAINING_RUN_ID])  # the version's few tags
+    assert training.data.tags[Tag.AUDIT_RUN_ID] == first["info"]["run_id"]
+    assert first["info"]["run_name"] == "retrain: promoted v1"
     assert client.get_run(champion.run_id).info.user_id == server.service[0]
 
 

@@ -112,6 +112,8 @@ def test_sweep_with_failing_jobs_still_reports(store_uri: str, tmp_path: Path) -
     client, parent, children = _runs(store_uri, "partly")
     assert parent.info.status == "FAILED"
     assert sorted(c.info.status for c in children) == ["FAILED", "FAILED", "FAILED", "FINISHED"]
+    # an invalid config's job too (a run made for it, so that the report lists it)
+    assert {c.data.tags.get("kind") for c in children} == {"sweep-job"}
     table = _table(client, parent)
     assert len(table) == 4
     report = Path(client.download_artifacts(parent.info.run_id, "comparison/report.md")).read_text()

@@ -91,6 +91,10 @@ def test_grid_sweep_nests_runs_and_compares_them(store_uri: str, tmp_path: Path)
     }
     page = Path(client.download_artifacts(parent.info.run_id, "comparison/report.html")).read_text()
     assert page.count("data:image/png;base64,") == 2
+    # the title says the sweep once; one image's worth under the heatmap, from the splits'
+    # sizes the runs logged
+    assert f"<h1>Sweep {parent.info.run_name.removeprefix('sweep ')}: 4 runs over " in page
+    assert re.search(r"One image is 1/\d+ = [0-9.]+ of valid accuracy", page)
     assert parent.data.tags["best.run_id"] == table["run_id"][0]
     assert parent.data.tags["sweep.runs"] == "4"
     assert "best.model.l2_beta" in parent.data.tags

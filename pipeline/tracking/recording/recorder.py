@@ -311,7 +311,7 @@ def recorded_run(
     wait: bool = True,
 ) -> Iterator[RecordedRun]:
     """A run recorded by the helper, which always ends: FINISHED, FAILED on an exception (with
-    its traceback), KILLED on Ctrl-C or SIGTERM, or as an `EndRun` says.
+    its traceback), KILLED on Ctrl-C or SIGTERM, or as an `EndRun` says (`lifecycle.OpenRun`).
 
     The run starts now (its start time is this moment, whenever the helper gets to it) and
     carries this process's host and pid, so the stale-runs check looks at the trainer.

@@ -100,6 +100,13 @@ def test_the_augment_block_is_written_once() -> None:
     assert (changed.name, changed.augment.zoom, changed.augment.shift) == ("deep", 0.1, 0.0)
 
 
+def test_an_unknown_augment_option_names_the_ones_there_are() -> None:
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model/augment/bogus' \(model/augment has none\)$"):
+        compose_tree("config", ["model/augment=bogus"])
+
+
 def test_the_data_formats_are_written_once() -> None:
     from pipeline import names
     from pipeline.config import schema

@@ -65,17 +65,14 @@ def load_data(cfg: DataConfig) -> Dataset:
 def model_arguments(
     cfg: AppConfig, num_classes: int, image_shape: tuple[int, ...]
 ) -> dict[str, Any]:
-    """`build_model`'s arguments: the `model` section (its `augment` block flattened), the
-    training seed (augmentation's draws) and the data's shape."""
-    model = cfg.model
+    """`build_model`'s arguments: the `model` section's keys as they are (its `augment` block
+    flattened), so that a new model key is written in three places only (the YAML, the schema,
+    `build_model`), plus the training seed (augmentation's draws) and the data's shape."""
     return {
-        "hidden_units": model.hidden_units,
-        "dropout_rate": model.dropout_rate,
-        "l2_beta": model.l2_beta,
+        **cfg.model.model_dump(exclude={"augment"}),
+        **cfg.model.augment.model_dump(),
         "num_classes": num_classes,
         "image_shape": image_shape,
-        "name": model.name,
-        **model.augment.model_dump(),
         "seed": cfg.train.seed,
     }
 

@@ -15,16 +15,17 @@ def test_flatten_dots_nested_keys() -> None:
 def test_long_lists_are_logged_as_a_digest_and_kept_in_full_in_the_config(
     store_uri: str,
 ) -> None:
+    import mlflow
     import yaml
     from mlflow.tracking import MlflowClient
 
     from pipeline.tracking.recording.records import log_config
-    from pipeline.tracking.runs.lifecycle import tracked_run
     from pipeline.tracking.store.connect import connect
 
     fonts = [f"Font{i}.ttf" for i in range(23)]
     config = {"data": {"fonts": fonts}, "model": {"hidden_units": [64, 32]}}
-    with tracked_run(connect(store_uri, "exp")) as run:
+    experiment = connect(store_uri, "exp").experiment_id
+    with mlflow.start_run(experiment_id=experiment) as run:  # the helper's active run
         log_config(config)
     client = MlflowClient(store_uri)
     params = client.get_run(run.info.run_id).data.params
@@ -32,7 +33,7 @@ def test_long_lists_are_logged_as_a_digest_and_kept_in_full_in_the_config(
     digest = params["data.fonts"]
     assert digest.startswith("23 items sha256:")
     assert len(digest) == len("23 items sha256:") + 8
-    with tracked_run(connect(store_uri, "exp")) as other:
+    with mlflow.start_run(experiment_id=experiment) as other:
         log_config({"data": {"fonts": fonts[::-1]}})
     assert client.get_run(other.info.run_id).data.params["data.fonts"] != digest
     saved = yaml.safe_load(
@@ -44,12 +45,12 @@ def test_long_lists_are_logged_as_a_digest_and_kept_in_full_in_the_config(
 def test_metrics_are_logged_at_the_precision_they_have(store_uri: str) -> None:
     """Keras' float32 metrics reach the runs table as 0.976, not 0.9760000109672546, per
     epoch and once; each still is the same float32, and history.csv says the same."""
+    import mlflow
     import numpy as np
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
     from pipeline.tracking.recording.records import log_epoch, log_metrics, log_training
-    from pipeline.tracking.runs.lifecycle import tracked_run
     from pipeline.tracking.store.connect import connect
 
     noisy = float(np.float32(0.976))
@@ -58,7 +59,8 @@ def test_metrics_are_logged_at_the_precision_they_have(store_uri: str) -> None:
         index=pd.Index([1, 2], name="epoch"),
     )
     history["val_loss"], history["val_accuracy"] = history["loss"], history["accuracy"]
-    with tracked_run(connect(store_uri, "exp")) as run:
+    experiment = connect(store_uri, "exp").experiment_id
+    with mlflow.start_run(experiment_id=experiment) as run:  # the helper's active run
         run_id = run.info.run_id
         for step, row in history.iterrows():
             log_epoch(run_id, int(step), row.to_dict())

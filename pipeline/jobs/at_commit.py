@@ -41,6 +41,7 @@ from pipeline.errors import RunsFailedError
 from pipeline.jobs.then_and_now import COMMIT, Code
 from pipeline.names import Artifact, Tag
 from pipeline.tracking.runs.environment import patch_files
+from pipeline.tracking.runs.outcome import signals_raise_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -109,18 +110,35 @@ def rerun(
             args.insert(0, "data=notmnist")  # the group whose keys the logged section has
         begin_ms = int(time.time() * 1000)
         log.info("Rerunning run %s at commit %s in %s", run_id, commit[:12], tree)
-        done = subprocess.run(
+        returncode = _run(
             [sys.executable, "-m", "pipeline", *args],
-            cwd=tree,
-            env=_environment(tree, tracking, run_id, commit),
-            check=False,
+            tree,
+            _environment(tree, tracking, run_id, commit),
         )
-    if done.returncode != 0:
+    if returncode != 0:
         raise RunsFailedError(
-            f"the rerun of run {run_id} at commit {commit[:12]} exited with {done.returncode} "
+            f"the rerun of run {run_id} at commit {commit[:12]} exited with {returncode} "
             "(its run, if it started, says why)"
         )
     return _new_run(client, original, begin_ms)
+
+
+def _run(command: list[str], cwd: Path, env: dict[str, str]) -> int:
+    """Run the old code to its end; stopped here (Ctrl-C, SIGTERM), it is stopped as SIGTERM
+    stops a run (which ends it KILLED) before this goes on, so that the worktree it runs
+    in is removed only once it is done."""
+    child = subprocess.Popen(command, cwd=cwd, env=env)
+    try:
+        with signals_raise_interrupt():
+            return child.wait()
+    except BaseException:
+        child.terminate()
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
 
 
 def _handed_config(

@@ -45,7 +45,7 @@ NUMERIC = frozenset(
 )
 # what decides a run's code: a commit change outside these is said, not blamed
 CODE_PATHS = ("pipeline", "conf", "pyproject.toml", "requirements.lock")
-_SHOWN = 6  # names shown per list
+_SHOWN = 4  # names shown per list
 
 
 @dataclass(frozen=True)
@@ -311,7 +311,7 @@ def changed_code_files(a: str, b: str, repo: Path = PACKAGE_DIR) -> list[str] | 
         return None
     try:
         done = subprocess.run(
-            ["git", "diff", "--name-only", a, b, "--", *CODE_PATHS],
+            ["git", "diff", "--name-only", a, b, "--", *(f":(top){p}" for p in CODE_PATHS)],
             cwd=repo,
             capture_output=True,
             text=True,

@@ -174,3 +174,21 @@ def test_a_logged_config_with_an_interpolation_is_refused(
     tracking = tiny().tracking.model_copy(update={"uri": store_uri})
     with pytest.raises(ConfigError, match="holds an interpolation at model.name"):
         rerun(client, client.get_run(run_id), Code(commit, "none"), tracking, {}, repo=repo)
+
+
+def test_another_commit_names_the_code_files_that_changed(tmp_path: Path) -> None:
+    """From the package's folder (as the pipeline runs git), paths from the top of the
+    tree; a commit that changed only files outside the code is said, not blamed."""
+    repo = small_repo(tmp_path)
+    first = git(repo, "rev-parse", "HEAD").strip()
+    (repo / "pipeline" / "a.py").write_text("A = 2\n")
+    git(repo, "commit", "-qam", "code")
+    second = git(repo, "rev-parse", "HEAD").strip()
+    (repo / "README").write_text("more\n")
+    git(repo, "commit", "-qam", "docs")
+    third = git(repo, "rev-parse", "HEAD").strip()
+    package = repo / "pipeline"
+    assert then_and_now.changed_code_files(first, second, package) == ["pipeline/a.py"]
+    assert then_and_now.changed_code_files(second, third, package) == []
+    assert then_and_now.changed_code_files(first, "f" * 40, package) is None  # not in it
+    assert then_and_now.changed_code_files(first, "HEAD", package) is None  # not a commit

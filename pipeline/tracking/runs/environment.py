@@ -117,7 +117,7 @@ def capture() -> Environment:
 
 @functools.cache
 def _platform() -> str:
-    return platform.platform()
+    return re.sub(r"[^\x20-\x7e]", "?", platform.platform())[:300]
 
 
 def _keras_backend() -> str:
@@ -153,9 +153,9 @@ def _packages() -> tuple[tuple[str, str], ...]:
                 named_as = (dist.metadata["Name"], dist.version)
             else:
                 named_as = (named[1], named[2])
-            if named_as[0] and named_as[1]:
-                name = re.sub(r"[-_.]+", "-", str(named_as[0])).lower()
-                found.setdefault(name, str(named_as[1]))
+            name = re.sub(r"[-_.]+", "-", str(named_as[0] or "")).lower()
+            if _NAME.fullmatch(name) and _VERSION.fullmatch(str(named_as[1] or "")):
+                found.setdefault(name, str(named_as[1]))  # (what a record may hold)
     return tuple(sorted(found.items()))
 
 
@@ -173,7 +173,7 @@ def _builds() -> dict[str, str]:
         tags = [
             line.split(":", 1)[1].strip() for line in wheel.splitlines() if line.startswith("Tag:")
         ]
-        builds[name] = " ".join([dist.version, *tags[:1]])[:300]
+        builds[name] = re.sub(r"[^\x20-\x7e]", "?", " ".join([dist.version, *tags[:1]]))[:300]
     return builds
 
 
@@ -231,12 +231,14 @@ def uncommitted_patch(source: Path, limit: int = MAX_PATCH_BYTES) -> Patch | Non
             raise subprocess.CalledProcessError(done.returncode, args)
         return done.stdout
 
-    try:
-        top = Path(git("rev-parse", "--show-toplevel").decode().strip())
-        diff = git("diff", "HEAD", "--binary", "--no-color", "--no-ext-diff", cwd=top)
-        new = git("ls-files", "--others", "--exclude-standard", "-z", "--", *CODE_PATHS, cwd=top)
+    try:  # (paths from the top of the tree, wherever `source` is in it)
+        diff = git("diff", "HEAD", "--binary", "--no-color", "--no-ext-diff")
+        code = [f":(top){path}" for path in CODE_PATHS]
+        new = git("ls-files", "--others", "--exclude-standard", "--full-name", "-z", "--", *code)
+        names = sorted(n.decode() for n in new.split(b"\0") if n)
+        top = Path(git("rev-parse", "--show-toplevel").decode().strip()) if names else source
         size = len(diff)
-        for name in sorted(n.decode() for n in new.split(b"\0") if n):
+        for name in names:
             size += (top / name).stat().st_size
             if size <= limit:  # else the patch is omitted: its digest need not be exact
                 diff += git(

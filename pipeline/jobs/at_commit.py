@@ -183,18 +183,20 @@ def _refuse_interpolations(value: object, run_id: str, key: str) -> None:
 @contextlib.contextmanager
 def _worktree(repo: Path, commit: str) -> Iterator[tuple[Path, Path]]:
     """A temporary folder with a detached worktree of `repo` at `commit` in it; both gone
-    afterwards (the repository's list of worktrees pruned too)."""
+    afterwards, and from the repository's list of worktrees."""
     folder = Path(tempfile.mkdtemp(prefix="notmnist-reproduce-"))
     tree = folder / "code"
     try:
         _git(repo, "worktree", "add", "--detach", "--quiet", str(tree), commit)
         yield folder, tree
     finally:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
+        try:
             _git(repo, "worktree", "remove", "--force", str(tree))
+        except (OSError, subprocess.SubprocessError):  # (half made): git forgets it once gone
+            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                _git(repo, "worktree", "prune")
         shutil.rmtree(folder, ignore_errors=True)
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            _git(repo, "worktree", "prune")
 
 
 def _apply(tree: Path, path: Path, patch: bytes, run_id: str, commit: str) -> None:

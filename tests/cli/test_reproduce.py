@@ -68,7 +68,9 @@ def test_at_commit_reruns_the_runs_own_code_and_today_names_the_change(
     client = MlflowClient(store_uri)
     [run] = client.search_runs([client.get_experiment_by_name("e").experiment_id])
     assert run.data.tags["mlflow.source.git.commit"] == commit
-    assert run.data.tags["git.patch"] == "recorded"
+    assert run.data.tags["git.patch"] == "recorded"  # by the recorder's helper process
+    recorded = {f.path for f in client.list_artifacts(run.info.run_id, "environment")}
+    assert recorded == {"environment/environment.json", "environment/uncommitted.patch"}
     model.write_text(original)  # the tree back at its commit
     (repo / "pipeline" / "stages" / "offset.py").unlink()
 

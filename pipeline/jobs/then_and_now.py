@@ -182,7 +182,7 @@ def now() -> Snapshot:
     if patch is None:
         code = Code(commit, "none")
     else:
-        code = Code(commit, "recorded", patch.digest, patch.text)
+        code = Code(commit, patch.tags()[Tag.GIT_PATCH], patch.digest, patch.text)
     return Snapshot(code, capture())
 
 

@@ -62,7 +62,8 @@ def start_run(
         environment.record(patch)
     except BaseException as exc:  # the run has started: it must not be left RUNNING
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-        end_run(active.info.run_id, status, f"recording the environment failed: {exc!r}")
+        why = f"recording the run's environment failed: {type(exc).__name__}: {exc}"
+        end_run(active.info.run_id, status, why.splitlines()[0])
         raise
     return active
 

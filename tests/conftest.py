@@ -40,13 +40,13 @@ ENDLESS = (*TINY, "train.epochs=100000", "train.early_stopping.enabled=false")
 
 
 def cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 900
+    *args: str, env: dict[str, str] | None = None, timeout: float = 900, cwd: Path = PROJECT_ROOT
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m pipeline args...` (`notmnist args...`) from the project root, as a user runs
-    it: the command first (`cli("reproduce", run_id)`), none to train."""
+    """`python -m pipeline args...` (`notmnist args...`) from the project root (or `cwd`), as
+    a user runs it: the command first (`cli("reproduce", run_id)`), none to train."""
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
-        cwd=PROJECT_ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,

@@ -275,6 +275,17 @@ def postgres_db() -> Iterator[str]:
 from models_fixture import champion  # noqa: E402, F401
 
 
+@contextlib.contextmanager
+def fluent_run(store: Any, tags: dict[str, str] | None = None) -> Iterator[Any]:
+    """The active run as the recorder's helper opens and ends it (`start_run`, then
+    `end_run` through `OpenRun`): FINISHED after the block, FAILED on an error."""
+    from pipeline.tracking.runs.lifecycle import OpenRun, end_run, start_run
+
+    active = start_run(store.experiment_id, tags=tags)
+    with OpenRun(functools.partial(end_run, active.info.run_id)):
+        yield active
+
+
 def free_port() -> int:
     """A TCP port on the loopback interface that nothing listens on now."""
     import socket

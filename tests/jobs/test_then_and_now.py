@@ -11,7 +11,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import cli
+from conftest import cli, fluent_run
 from git_repo import git, small_repo
 from mlflow.tracking import MlflowClient
 
@@ -20,7 +20,6 @@ from pipeline.jobs import then_and_now
 from pipeline.jobs.at_commit import check_commit, rerun
 from pipeline.jobs.then_and_now import Code, Snapshot, causes, differences, report
 from pipeline.tracking.runs.environment import capture
-from pipeline.tracking.runs.lifecycle import tracked_run
 from pipeline.tracking.store.connect import connect
 
 A, B = "a" * 40, "b" * 40
@@ -88,7 +87,7 @@ def test_a_run_without_an_environment_record_says_so() -> None:
 def test_a_rewritten_record_is_data(store_uri: str) -> None:
     """A tag that is not a commit and an environment that is not one the pipeline writes are
     not used (said in a warning), never acted on."""
-    with tracked_run(connect(store_uri, "exp"), tags={"mlflow.source.git.commit": "HEAD~1; x"}):
+    with fluent_run(connect(store_uri, "exp"), tags={"mlflow.source.git.commit": "HEAD~1; x"}):
         bad = capture().to_json()
         bad["packages"] = {"numpy": "$(touch /tmp/pwned)"}
         mlflow.log_dict(bad, "environment/environment.json")
@@ -104,7 +103,7 @@ def test_a_rewritten_record_is_data(store_uri: str) -> None:
 
 
 def test_a_changed_environment_is_read_back(store_uri: str) -> None:
-    with tracked_run(connect(store_uri, "exp")):
+    with fluent_run(connect(store_uri, "exp")):
         old = capture().to_json()
         old["packages"] = {**old["packages"], "keras": "3.0.0"}
         mlflow.log_dict(old, "environment/environment.json")
@@ -119,7 +118,7 @@ def test_a_changed_environment_is_read_back(store_uri: str) -> None:
 
 def test_a_commit_not_in_the_repository_is_refused_in_one_line(store_uri: str) -> None:
     unknown = "0123456789" * 4
-    with tracked_run(connect(store_uri, "exp"), tags={"mlflow.source.git.commit": unknown}) as run:
+    with fluent_run(connect(store_uri, "exp"), tags={"mlflow.source.git.commit": unknown}) as run:
         pass
     env = {**os.environ, "MLFLOW_TRACKING_URI": store_uri}
     result = cli("reproduce", run.info.run_id, "at_commit=true", env=env)
@@ -141,7 +140,7 @@ def test_a_patch_that_does_not_apply_is_refused_and_the_worktree_removed(
 -A = 9
 +A = 2
 """
-    with tracked_run(connect(store_uri, "exp")):
+    with fluent_run(connect(store_uri, "exp")):
         mlflow.log_dict(tiny().model_dump(mode="json"), "config/config.yaml")
         run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
     client = MlflowClient(store_uri)
@@ -167,7 +166,7 @@ def test_a_logged_config_with_an_interpolation_is_refused(
     commit = git(repo, "rev-parse", "HEAD").strip()
     config = tiny().model_dump(mode="json")
     config["model"]["name"] = "${oc.env:HOME}"
-    with tracked_run(connect(store_uri, "exp")):
+    with fluent_run(connect(store_uri, "exp")):
         mlflow.log_dict(config, "config/config.yaml")
         run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
     client = MlflowClient(store_uri)

@@ -9,6 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from conftest import fluent_run
 from git_repo import git, small_repo
 from mlflow.tracking import MlflowClient
 
@@ -18,7 +19,6 @@ from pipeline.tracking.runs.environment import (
     patch_files,
     uncommitted_patch,
 )
-from pipeline.tracking.runs.lifecycle import tracked_run
 from pipeline.tracking.store.connect import connect
 
 
@@ -113,7 +113,7 @@ def test_a_patch_over_the_limit_is_said_not_recorded(tmp_path: Path) -> None:
 
 
 def test_every_run_records_its_environment(store_uri: str) -> None:
-    with tracked_run(connect(store_uri, "exp")) as run:
+    with fluent_run(connect(store_uri, "exp")) as run:
         pass
     client = MlflowClient(store_uri)
     done = client.get_run(run.info.run_id)
@@ -142,7 +142,7 @@ def test_a_run_whose_environment_cannot_be_recorded_ends_failed(
         raise OSError("disk full")
 
     monkeypatch.setattr(environment, "record", unwritable)
-    with pytest.raises(OSError, match="disk full"), tracked_run(store):
+    with pytest.raises(OSError, match="disk full"), fluent_run(store):
         pass
     client = MlflowClient(store_uri)
     [run] = client.search_runs([store.experiment_id])

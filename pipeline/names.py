@@ -64,6 +64,10 @@ class Tag:
     SOURCE_NAME: Final = "mlflow.source.name"  # MLflow's: the program that made the run
     SOURCE_TYPE: Final = "mlflow.source.type"
     GIT_DIRTY: Final = "git.dirty"
+    # the uncommitted change: "none", "recorded" (artifact PATCH) or "omitted: <why>"
+    GIT_PATCH: Final = "git.patch"
+    GIT_PATCH_DIGEST: Final = "git.patch_digest"  # sha256 of `git diff HEAD --binary`
+    ENVIRONMENT_DIGEST: Final = "environment.digest"  # of artifact ENVIRONMENT
     KERAS_BACKEND: Final = "keras.backend"
     ERROR: Final = "error"
     STOPPED_EARLY: Final = "stopped_early"
@@ -79,6 +83,7 @@ class Tag:
     SWEEP_FAILED: Final = "sweep.failed"
     BEST_PREFIX: Final = "best."  # + run_id, run_name, and each varied setting
     REPRODUCES: Final = "reproduces"  # on a run made by `pipeline.reproduce`: the original's id
+    REPRODUCED_AT: Final = "reproduces.at_commit"  # the commit `reproduce at_commit=true` ran
     # retraining: on audit runs (and, where said, on model versions)
     RETRAIN_ACTION: Final = "retrain.action"  # retrain, promote, rollback
     DECISION: Final = "retrain.decision"  # promoted, kept, skipped, locked_out, failed (+ versions)
@@ -150,6 +155,9 @@ class Artifact:
     CONFIG: Final = "config/config.yaml"
     OVERRIDES: Final = "config/overrides.yaml"
     ERROR: Final = "error.txt"
+    # what it takes to rerun a run (pipeline.tracking.runs.environment)
+    ENVIRONMENT: Final = "environment/environment.json"
+    PATCH: Final = "environment/uncommitted.patch"
     HISTORY: Final = "training/history.csv"
     PER_CLASS: Final = "evaluation/per_class.csv"
     FIGURES_DIR: Final = "figures"

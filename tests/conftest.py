@@ -40,13 +40,13 @@ ENDLESS = (*TINY, "train.epochs=100000", "train.early_stopping.enabled=false")
 
 
 def cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 900
+    *args: str, env: dict[str, str] | None = None, timeout: float = 900, cwd: Path = PROJECT_ROOT
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m pipeline args...` (`notmnist args...`) from the project root, as a user runs
-    it: the command first (`cli("reproduce", run_id)`), none to train."""
+    """`python -m pipeline args...` (`notmnist args...`) from the project root (or `cwd`), as
+    a user runs it: the command first (`cli("reproduce", run_id)`), none to train."""
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
-        cwd=PROJECT_ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -273,6 +273,17 @@ def postgres_db() -> Iterator[str]:
 # The registered model that the prediction, serving and reproduction tests share, trained once
 # per session (tests/models_fixture.py); imported here so that every module gets the same one.
 from models_fixture import champion  # noqa: E402, F401
+
+
+@contextlib.contextmanager
+def fluent_run(store: Any, tags: dict[str, str] | None = None) -> Iterator[Any]:
+    """The active run as the recorder's helper opens and ends it (`start_run`, then
+    `end_run` through `OpenRun`): FINISHED after the block, FAILED on an error."""
+    from pipeline.tracking.runs.lifecycle import OpenRun, end_run, start_run
+
+    active = start_run(store.experiment_id, tags=tags)
+    with OpenRun(functools.partial(end_run, active.info.run_id)):
+        yield active
 
 
 def free_port() -> int:

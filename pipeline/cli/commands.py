@@ -186,14 +186,19 @@ _TABLE = (
         name="reproduce",
         summary="rerun a past run from its logged config and compare metric by metric",
         entry="pipeline.cli.reproduce:run",
-        usage="notmnist reproduce <run id> [data.path=... | data.allow_pickle=true ...]",
+        usage="notmnist reproduce <run id> [at_commit=true] [data.path=... | "
+        "data.allow_pickle=true ...]",
         schema="pipeline.config.schema:ReproduceConfig",
         config=None,
-        about="The run's logged config is a record, not an instruction: a pickle or a "
-        "download it asks for needs the same setting here, and where the data is now may be "
-        "given (its digest must still match).",
+        about="It first says what differs between the run and now (commit, uncommitted "
+        "change, packages, Python, Keras backend, CPU), then reruns and compares, and names "
+        "the likely cause of a difference. at_commit=true reruns the run's own code (its "
+        "commit and recorded change, in a temporary git worktree). The run's logged config is "
+        "a record, not an instruction: a pickle or a download it asks for needs the same "
+        "setting here, and where the data is now may be given (its digest must still match).",
         examples=(
             "notmnist reproduce 3f2c9b0e8d7a4c1b9e6f5a4d3c2b1a09",
+            "notmnist reproduce 3f2c9b0e8d7a4c1b9e6f5a4d3c2b1a09 at_commit=true",
             "notmnist reproduce 3f2c9b0e8d7a4c1b9e6f5a4d3c2b1a09 data.path=/new/place/s.tar.gz",
         ),
         exit_codes=(
@@ -201,6 +206,7 @@ _TABLE = (
             DATA,
             CONFIG,
             TRACKING,
+            (1, "failed: the rerun at the run's commit did not finish"),
             (3, "not identical: some metric differs"),
         ),
     ),

@@ -69,6 +69,14 @@ def from_record(
     run's `log_model` is kept). A logged config that asks for a pickle to be loaded or for a
     download stops here, in one line that says which override grants it.
     """
+    return validate(vetted(logged, run_id, given, tracking))
+
+
+def vetted(
+    logged: object, run_id: str, given: Mapping[str, Any], tracking: TrackingConfig
+) -> dict[str, Any]:
+    """`from_record`'s config before today's schema validates it: what a rerun of the run's
+    own code (`reproduce at_commit=true`) hands to that code, whose schema may differ."""
     if not isinstance(logged, Mapping) or not all(isinstance(k, str) for k in logged):
         raise ConfigError(f"run {run_id}'s logged config is not a mapping of config sections")
     tree: dict[str, Any] = {k: v for k, v in logged.items() if k != "tracking"}
@@ -79,7 +87,7 @@ def from_record(
         tree["tracking"]["log_model"] = keep
     if isinstance(data := tree.get("data"), Mapping):
         tree["data"] = _data_section(dict(data), run_id, given)
-    return validate(tree)
+    return tree
 
 
 def _data_section(data: dict[str, Any], run_id: str, given: Mapping[str, Any]) -> dict[str, Any]:

@@ -443,6 +443,11 @@ class ReproduceConfig(_Section):
     """`notmnist reproduce <run id>`."""
 
     run_id: RunId = Field(description="the run to rerun (positional)")
+    at_commit: Bool = Field(
+        False,
+        description="rerun the run's own code: its commit and recorded uncommitted change, "
+        "in a temporary git worktree (false: today's code)",
+    )
     data: DataLocation = Field(DataLocation(), description="data settings given anew")
     tracking_uri: str | None = Field(
         None, description="the store (null: $MLFLOW_TRACKING_URI, else the project's mlruns/)"

@@ -11,19 +11,24 @@ needs the person's own override.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import AppConfig, TrackingConfig
 from pipeline.config.logged import from_record, logged_overrides, read_record
+from pipeline.jobs.then_and_now import Code
 from pipeline.names import Artifact, Kind, Metric, Tag
 from pipeline.precision import metric_value
 
 _TIMINGS = (Metric.SECONDS_PREFIX, Metric.EPOCH_SECONDS)
+_WHERE = ("tracking.", "data.cache_dir")  # where a run is recorded and caches: not compared
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class Reproduction:
     original_run_id: str
     run_id: str
     rows: list[Row]
+    causes: tuple[str, ...] = ()  # what the rerun itself found different (data, config)
 
     @property
     def identical(self) -> bool:
@@ -124,11 +130,79 @@ def reproduce(
         tags={Tag.REPRODUCES: run_id, Tag.KIND: Kind.REPRODUCTION},
         expected_data_digest=original.data.tags.get(Tag.DATA_DIGEST),
     )
-    new = _last_run_id()
+    return compared(client, original, _last_run_id())
+
+
+def reproduce_at_commit(
+    run_id: str,
+    tracking: TrackingConfig,
+    code: Code,
+    given: Mapping[str, Any] | None = None,
+) -> Reproduction:
+    """Train `run_id`'s config again with its own `code` (`pipeline.jobs.at_commit`), into
+    its experiment; compare the metrics, and what the rerun logged of its config and data."""
+    from pipeline.jobs import at_commit
+
+    client = MlflowClient(tracking.uri)
+    original = client.get_run(run_id)
+    tracking = tracking.model_copy(
+        update={
+            "experiment": client.get_experiment(original.info.experiment_id).name,
+            "run_name": f"reproduce {str(original.info.run_name or run_id)[:200]} "
+            f"at {str(code.commit)[:12]}",
+        }
+    )
+    new = at_commit.rerun(client, original, code, tracking, given or {})
+    client.set_tag(new, Tag.KIND, Kind.REPRODUCTION)  # the old code may name it otherwise
+    return compared(client, original, new)
+
+
+def compared(client: MlflowClient, original: Run, new_id: str) -> Reproduction:
+    """The original's metrics against the rerun's, and what the rerun says of a difference:
+    other data (its `data.digest`) or another config (the logged configs, where the
+    store is not compared)."""
+    new = client.get_run(new_id)
     before = comparable(original.data.metrics)
-    after = comparable(client.get_run(new).data.metrics)
+    after = comparable(new.data.metrics)
     rows = [Row(k, before.get(k), after.get(k)) for k in sorted(before.keys() | after.keys())]
-    return Reproduction(run_id, new, rows)
+    causes = []
+    digests = [run.data.tags.get(Tag.DATA_DIGEST) for run in (original, new)]
+    if digests[0] != digests[1]:
+        was, is_ = (str(d)[:16] for d in digests)
+        causes.append(f"the data differs: {Tag.DATA_DIGEST} {was}... then, {is_}... now")
+    if changed := config_changes(client, original.info.run_id, new_id):
+        causes.append(f"the config differs: {', '.join(changed[:6])}")
+    return Reproduction(original.info.run_id, new_id, rows, tuple(causes))
+
+
+def config_changes(client: MlflowClient, a: str, b: str) -> list[str]:
+    """The settings whose logged values differ between runs `a` and `b` (where they run and
+    where the cache is aside): `key: old → new`."""
+    flat = []
+    for run_id in (a, b):
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(client.download_artifacts(run_id, Artifact.CONFIG, folder))
+                raw = read_record(path, f"run {run_id}'s {Artifact.CONFIG}")
+        except (MlflowException, OSError):
+            return []  # a run without its config (the original failed early): not compared
+        flat.append(_flatten(raw, ""))
+    keys = sorted(k for k in flat[0].keys() | flat[1].keys() if not k.startswith(_WHERE))
+    missing = "(absent)"
+    return [
+        f"{k}: {flat[0].get(k, missing)} → {flat[1].get(k, missing)}"[:200]
+        for k in keys
+        if flat[0].get(k, missing) != flat[1].get(k, missing)
+    ]
+
+
+def _flatten(value: object, key: str) -> dict[str, object]:
+    if isinstance(value, Mapping):
+        out: dict[str, object] = {}
+        for k, v in value.items():
+            out |= _flatten(v, f"{key}.{k}" if key else str(k))
+        return out
+    return {key: value}
 
 
 def _last_run_id() -> str:

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Self
 
 from pipeline.config.paths import PACKAGE_DIR, is_source_checkout
 from pipeline.names import Artifact, Kind, Tag
+from pipeline.tracking.runs import environment
+from pipeline.tracking.runs.environment import uncommitted_patch
 from pipeline.tracking.runs.outcome import EndRun as EndRun  # re-exported
 from pipeline.tracking.runs.outcome import raise_if_stop_requested as raise_if_stop_requested
 from pipeline.tracking.runs.outcome import raise_interrupt as raise_interrupt  # re-exported
@@ -165,14 +167,35 @@ def start_run(
     run_id: str | None = None,
     start_ms: int | None = None,
 ) -> mlflow.ActiveRun:
-    """Start the fluent active run (the recorder's helper does, for a training run) with
-    `run_tags`, or reopen `run_id`. `start_ms` is its start time when the run began before
-    this call (in another process); `end_run` ends it."""
+    """Start the active run (with the git and process tags, and what it takes to rerun it:
+    `environment`'s record), or reopen `run_id`. `start_ms` is its start time when the run
+    began before this call (another process's)."""
+    code = git_tags()
+    patch = uncommitted_patch(PACKAGE_DIR) if code else None  # (new files: dirty or not)
+    all_tags = {**code, **environment.tags(patch), **process_tags(), **(tags or {})}
+    active = _start(experiment_id, run_name, parent_run_id, all_tags, run_id, start_ms)
+    try:
+        environment.record(patch)
+    except BaseException as exc:  # the run has started: it must not be left RUNNING
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        why = f"recording the run's environment failed: {type(exc).__name__}: {exc}"
+        end_run(active.info.run_id, status, why.splitlines()[0])
+        raise
+    return active
+
+
+def _start(
+    experiment_id: str,
+    run_name: str | None,
+    parent_run_id: str | None,
+    all_tags: dict[str, str],
+    run_id: str | None,
+    start_ms: int | None,
+) -> mlflow.ActiveRun:
     import mlflow
     from mlflow.tracking import MlflowClient
     from mlflow.tracking.context.registry import resolve_tags
 
-    all_tags = run_tags(tags)
     if run_id is not None:
         return mlflow.start_run(run_id=run_id, tags=all_tags)
     if start_ms is None:

@@ -117,19 +117,20 @@ def test_interrupted_right_after_training_loses_nothing_sent(tiny, store_uri: st
 
 def test_a_failed_record_fails_the_run_in_one_line(tiny, tmp_path: Path) -> None:
     """An artifact store that cannot be written: the run ends FAILED, saying why, and the
-    trainer hears of it as a TrackingError."""
+    trainer hears of it as a TrackingError. (The first record to fail is the environment's,
+    logged as the run starts.)"""
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
     cfg = tiny(
         "tracking.experiment=blocked",
         f"tracking.artifact_location={(blocked / 'artifacts').as_uri()}",
     )
-    with pytest.raises(TrackingError, match=r"recording the run \(config\) failed"):
+    with pytest.raises(TrackingError, match=r"recording the run \(start\) failed"):
         run(cfg)
     uri = os.environ["MLFLOW_TRACKING_URI"]
     found = _only_run(uri)
     assert found.info.status == "FAILED"
-    assert "recording the run (config) failed" in found.data.tags["error"]
+    assert "recording the run's environment failed" in found.data.tags["error"]
 
 
 def test_killed_trainer_leaves_no_run_running(store_uri: str, tmp_path: Path) -> None:

@@ -70,6 +70,51 @@ def start_run(
     return mlflow.start_run(run_id=made.info.run_id)
 
 
+class ClientRun:
+    """A run made with the client (`open_run`), not as MLflow's fluent active run: MLflow
+    does not end it when this process exits, so it may outlive the process (a search's
+    parent, which the worker that finishes the study ends). `end` ends it through `end_run`."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+
+    def end(
+        self,
+        status: str,
+        message: str | None = None,
+        trace: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        end_run(self.run_id, status, message, trace, tags, self.client)
+
+
+def open_run(
+    store: Store,
+    run_name: str,
+    tags: Mapping[str, str] | None = None,
+    parent_run_id: str | None = None,
+) -> ClientRun:
+    """Make a run in `store`'s experiment with the client, with the git and process tags
+    (as `start_run`'s), under `parent_run_id` if given."""
+    client = MlflowClient(store.uri)
+    all_tags = {**git_tags(), **process_tags(), **(tags or {})}
+    if parent_run_id is not None:
+        all_tags[Tag.PARENT_RUN_ID] = parent_run_id
+    made = client.create_run(store.experiment_id, run_name=run_name, tags=all_tags)
+    return ClientRun(client, made.info.run_id)
+
+
+def reopen_run(run_id: str, client: MlflowClient) -> None:
+    """Run `run_id` (made by `open_run`, maybe in another process) goes on in this one:
+    RUNNING again, with this process's tags, so that `maintenance` looks at this process."""
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in process_tags().items()])
+    if client.get_run(run_id).info.status != "RUNNING":
+        client.update_run(run_id, status="RUNNING")
+
+
 def end_run(
     run_id: str,
     status: str,

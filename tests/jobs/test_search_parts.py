@@ -186,3 +186,16 @@ def test_only_the_storage_module_touches_optunas_private_api() -> None:
 def test_the_search_ends_its_runs_through_the_lifecycle() -> None:
     for module in sorted(SEARCH.glob("*.py")):
         assert "set_terminated" not in module.read_text(), module.name
+
+
+def test_the_worker_and_its_training_path_import_no_mlflow() -> None:
+    """A trial's run is recorded by the recorder's helper process: the worker's modules (and
+    training, which they import) leave MLflow to the calls that read or write the study's runs."""
+    import subprocess
+    import sys
+
+    code = "import sys, pipeline.jobs.search.worker; print('mlflow' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert result.stdout.strip() == "False"

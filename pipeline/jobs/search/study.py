@@ -32,7 +32,7 @@ from pipeline.jobs.search.storage import (
     storage_label,
 )
 from pipeline.names import Artifact, Tag
-from pipeline.tracking.store.connect import Store, open_store
+from pipeline.tracking.store.location import Store
 from pipeline.tracking.store.locks import store_lock
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,7 @@ def join(
     from mlflow.tracking import MlflowClient
 
     from pipeline.tracking.runs.lifecycle import open_run, reopen_run
+    from pipeline.tracking.store.connect import open_store
 
     store = open_store(cfg.tracking)
     check_storage(search.storage, store.uri)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
     from pipeline.reporting.comparison import Comparison
+    from pipeline.tracking.runs.lifecycle import ClientRun
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +90,13 @@ class MlflowSweepCallback(Callback):
     """Opens the sweep's parent run, and closes it with the comparison report."""
 
     def __init__(self) -> None:
+        self.parent: ClientRun | None = None
         self.run_id: str | None = None
         self.uri: str | None = None
         self.experiment_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from mlflow.tracking import MlflowClient
-
-        from pipeline.tracking.runs.lifecycle import git_tags, raise_interrupt
-        from pipeline.tracking.runs.processes import process_tags
+        from pipeline.tracking.runs.lifecycle import open_run, raise_interrupt
         from pipeline.tracking.store.connect import TrackingError, open_store
 
         settings = tracking_settings(config)
@@ -107,19 +106,17 @@ class MlflowSweepCallback(Callback):
             raise Abort(exc) from None
         overrides = [str(o) for o in config.hydra.overrides.task]
         name = settings.run_name or f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}"
-        client = MlflowClient(store.uri)
-        parent = client.create_run(
-            store.experiment_id,
-            run_name=name,
-            tags={
-                **git_tags(),
-                **process_tags(),
+        # ended by `on_multirun_end`, or KILLED at exit: a run whose life is Hydra's callbacks
+        self.parent = open_run(
+            store,
+            name,
+            {
                 Tag.SWEEP: "true",
                 Tag.SWEEP_OVERRIDES: " ".join(overrides),
                 Tag.SWEEP_DIR: str(config.hydra.sweep.dir),
             },
         )
-        self.run_id, self.uri = parent.info.run_id, store.uri
+        self.run_id, self.uri = self.parent.run_id, store.uri
         self.experiment_id = store.experiment_id
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -174,19 +171,20 @@ class MlflowSweepCallback(Callback):
             )
 
     def _end_if_running(self, status: str) -> None:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(self.uri)
-        if self.run_id and client.get_run(self.run_id).info.status == "RUNNING":
+        if self.parent is None:
+            return
+        client = self.parent.client
+        if client.get_run(self.parent.run_id).info.status == "RUNNING":
             if status == "KILLED":
                 self._kill_running_jobs(client)
-            client.set_terminated(self.run_id, status)
+            self.parent.end(status)
 
     def _kill_running_jobs(self, client: MlflowClient, grace: float = JOB_GRACE_SECONDS) -> None:
         """A stopped sweep leaves no job RUNNING. Jobs in worker processes that got the
         signal end their own runs KILLED; a job whose process is gone (joblib kills its
         workers when the sweep stops) is marked KILLED here at once, and one whose process
         still runs after `grace` seconds too."""
+        from pipeline.tracking.runs.lifecycle import end_run
         from pipeline.tracking.runs.processes import liveness
 
         query = f"tags.`{Tag.PARENT_RUN_ID}` = '{self.run_id}' AND attributes.status = 'RUNNING'"
@@ -198,8 +196,7 @@ class MlflowSweepCallback(Callback):
                 break
             time.sleep(0.5)
         for run in running:
-            client.set_tag(run.info.run_id, Tag.ERROR, "interrupted: its sweep was stopped")
-            client.set_terminated(run.info.run_id, "KILLED")
+            end_run(run.info.run_id, "KILLED", "interrupted: its sweep was stopped", client=client)
             log.warning("Job run %s marked KILLED with its sweep", run.info.run_id)
 
 

@@ -1,6 +1,8 @@
 """The search's parts without a study run: what a study records and how a joining worker's
 settings are compared, the choice over seeds, the export's target and command, and the
-room rules (Optuna's private API in `storage.py` only, every run ended by the lifecycle)."""
+room rules (Optuna's private API in `storage.py` only; no MLflow on the worker's import path;
+`tests/tracking/runs/test_lifecycle.py` checks that the search ends its runs through the
+lifecycle)."""
 
 from __future__ import annotations
 
@@ -181,11 +183,6 @@ def test_only_the_storage_module_touches_optunas_private_api() -> None:
             assert text.count("optuna/optuna#") >= 3  # each use names its upstream issue
         else:
             assert used == [], f"{module.name} uses {used}"
-
-
-def test_the_search_ends_its_runs_through_the_lifecycle() -> None:
-    for module in sorted(SEARCH.glob("*.py")):
-        assert "set_terminated" not in module.read_text(), module.name
 
 
 def test_the_worker_and_its_training_path_import_no_mlflow() -> None:

@@ -18,14 +18,13 @@ pytestmark = pytest.mark.slow
 # A tracked run without TensorFlow: what every writer does first (connect, open a run, log).
 _BARE_RUN = """
 import sys, time
-import mlflow
-from pipeline.tracking.runs.lifecycle import tracked_run
+from pipeline.tracking.runs.lifecycle import open_run
 from pipeline.tracking.store.connect import connect
 uri, start_at = sys.argv[1], float(sys.argv[2])
 time.sleep(max(0.0, start_at - time.time()))  # all processes reach the store at once
 store = connect(uri, "together")
-with tracked_run(store):
-    mlflow.log_metric("x", 1.0)
+with open_run(store, "bare") as run:
+    run.client.log_metric(run.run_id, "x", 1.0)
 """
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import pipeline
 from pipeline.config import TrackingConfig
 from pipeline.names import Tag
-from pipeline.tracking.runs.outcome import ends_as
+from pipeline.tracking.runs.lifecycle import OpenRun
 from pipeline.tracking.runs.processes import process_tags
 from pipeline.tracking.store.location import Store, TrackingError, resolve_tracking_uri
 
@@ -311,7 +311,7 @@ def recorded_run(
     wait: bool = True,
 ) -> Iterator[RecordedRun]:
     """A run recorded by the helper, which always ends: FINISHED, FAILED on an exception (with
-    its traceback), KILLED on Ctrl-C or SIGTERM, or as an `EndRun` says.
+    its traceback), KILLED on Ctrl-C or SIGTERM, or as an `EndRun` says (`lifecycle.OpenRun`).
 
     The run starts now (its start time is this moment, whenever the helper gets to it) and
     carries this process's host and pid, so the stale-runs check looks at the trainer.
@@ -322,10 +322,9 @@ def recorded_run(
     run = RecordedRun(
         rec, rec.start(store, run_name, parent_run_id, all_tags, resume_run_id, start_ms)
     )
-    with ends_as(functools.partial(_end_quietly, run)):
+    with OpenRun(functools.partial(_end, run, wait)):
         yield run
         rec.check()  # a failed request fails the run, even after the last epoch
-    run.end("FINISHED", wait=wait)
 
 
 def _program_tags() -> dict[str, str]:
@@ -337,15 +336,20 @@ def _program_tags() -> dict[str, str]:
     return {Tag.SOURCE_NAME: program, Tag.SOURCE_TYPE: "LOCAL"}
 
 
-def _end_quietly(
+def _end(
     run: RecordedRun,
+    wait: bool,
     status: str,
     message: str | None,
     trace: str | None,
     tags: Mapping[str, str] | None,
 ) -> None:
-    """End a run that is ending on an exception: that exception, not a failure to record
-    its end, is what the caller sees (the failure is logged)."""
+    """End the run: FINISHED as `wait` says (a failure to record it is raised); on an
+    exception quietly, since that exception, not a failure to record the end, is what the
+    caller sees (the failure is logged)."""
+    if status == "FINISHED":
+        run.end(status, message, trace, tags, wait=wait)
+        return
     try:
         run.end(status, message, trace, tags)
     except TrackingError as exc:

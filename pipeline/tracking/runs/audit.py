@@ -1,8 +1,8 @@
 """The retraining audit trail: one MLflow run per attempt, whatever its end.
 
-An audit run is made with the client, not as the fluent "active run", so that the training
-run it causes can be an ordinary fluent run (`pipeline.jobs.training.run`) while it is open.
-Like `tracked_run`, it ends FINISHED, FAILED (with the traceback) or KILLED, never RUNNING.
+An audit run is made with the client (`lifecycle.open_run`), not as the fluent "active run",
+beside the training run it causes. Like every run, it ends FINISHED, FAILED (with the
+traceback) or KILLED, never RUNNING, and its decision says which.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import traceback
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -18,9 +17,8 @@ from mlflow.entities import Metric as MlflowMetric
 from mlflow.entities import RunTag
 from mlflow.tracking import MlflowClient
 
-from pipeline.names import Artifact, Tag
-from pipeline.tracking.runs.lifecycle import git_tags
-from pipeline.tracking.runs.processes import process_tags
+from pipeline.names import Tag
+from pipeline.tracking.runs.lifecycle import open_run
 from pipeline.tracking.store.connect import Store
 
 
@@ -57,27 +55,13 @@ class Audit:
 @contextlib.contextmanager
 def audit_run(store: Store, run_name: str, tags: Mapping[str, str]) -> Iterator[Audit]:
     """One audit run in `store`'s experiment: FINISHED when the block ends, FAILED with the
-    error (decision `failed`) when it raises, KILLED on Ctrl-C or SIGTERM."""
-    client = MlflowClient(store.uri)
-    # host, pid and start time, so that `stale-runs` finds it if this process is SIGKILLed
-    own = {**git_tags(), **process_tags(), **tags}
-    run = client.create_run(store.experiment_id, run_name=run_name, tags=own)
-    audit = Audit(client, run.info.run_id)
-    try:
-        yield audit
-    except KeyboardInterrupt:
-        _end(audit, "KILLED", "interrupted (Ctrl-C or SIGTERM)")
-        raise
-    except BaseException as exc:
-        _end(audit, "FAILED", f"{type(exc).__name__}: {exc}")
-        raise
-    client.set_terminated(audit.run_id, "FINISHED")
+    error (decision `failed`) when it raises, KILLED (decision `killed`) on Ctrl-C or
+    SIGTERM."""
+    with open_run(store, run_name, tags, end_tags=_decision) as run:
+        yield Audit(run.client, run.run_id)
 
 
-def _end(audit: Audit, status: str, message: str) -> None:
-    try:
-        decision = "killed" if status == "KILLED" else "failed"
-        audit.tags({Tag.DECISION: decision, Tag.REASON: message, Tag.ERROR: message})
-        audit.text(traceback.format_exc(), Artifact.ERROR)
-    finally:
-        audit.client.set_terminated(audit.run_id, status)
+def _decision(status: str, message: str | None) -> dict[str, str]:
+    """An attempt that did not finish: its decision and reason say so."""
+    decision = "killed" if status == "KILLED" else "failed"
+    return {Tag.DECISION: decision, Tag.REASON: (message or status)[:5000]}

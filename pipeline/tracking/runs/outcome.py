@@ -1,17 +1,17 @@
 """What ends a run other than success, without MLflow: `EndRun`, and Ctrl-C and SIGTERM
-turned into KeyboardInterrupt (the trainer's side of a run, in `runs` and `recorder`)."""
+turned into KeyboardInterrupt (which `lifecycle.OpenRun` ends a run KILLED by)."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
-import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 
 class EndRun(Exception):  # noqa: N818 - an outcome, not an error
-    """Raised inside `tracked_run` to end the run early as `status` with `tags`, not FAILED:
-    a search trial that its pruner stops ends KILLED with `pruned=true`."""
+    """Raised inside a run's block (`lifecycle.OpenRun`) to end the run early as `status`
+    with `tags`, not FAILED: a search trial that its pruner stops ends KILLED with
+    `pruned=true`."""
 
     def __init__(
         self, message: str, status: str = "KILLED", tags: Mapping[str, str] | None = None
@@ -56,28 +56,3 @@ def signals_raise_interrupt() -> Iterator[None]:
     finally:
         for stop, handler in zip(stops, previous, strict=True):
             signal.signal(stop, handler)
-
-
-# end(status, message, traceback, tags): how a run ends, as `runs.end_run` takes it
-Ending = Callable[[str, str | None, str | None, Mapping[str, str] | None], None]
-
-
-@contextlib.contextmanager
-def ends_as(end: Ending) -> Iterator[None]:
-    """Run the block with Ctrl-C and SIGTERM raising KeyboardInterrupt, and if it leaves by
-    an exception, `end` the run by it before it goes on: KILLED on an interrupt, as an
-    `EndRun` says, else FAILED with the error and its traceback. (Success is the caller's
-    to end: it may have more to do first.)"""
-    try:
-        with signals_raise_interrupt():
-            yield
-            raise_if_stop_requested()
-    except KeyboardInterrupt:
-        end("KILLED", "interrupted (Ctrl-C or SIGTERM)", traceback.format_exc(), None)
-        raise
-    except EndRun as stop:
-        end(stop.status, None, None, stop.tags)
-        raise
-    except BaseException as exc:
-        end("FAILED", f"{type(exc).__name__}: {exc}", traceback.format_exc(), None)
-        raise

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from pipeline.names import Tag
+from pipeline.tracking.runs.lifecycle import end_run
 from pipeline.tracking.runs.processes import Liveness, liveness
 
 
@@ -41,5 +41,4 @@ def running_runs(client: MlflowClient, experiment: str | None = None) -> list[Ru
 
 
 def mark_killed(client: MlflowClient, run: RunningRun) -> None:
-    client.set_tag(run.run_id, Tag.ERROR, f"its process died ({run.liveness.reason})")
-    client.set_terminated(run.run_id, "KILLED")
+    end_run(run.run_id, "KILLED", f"its process died ({run.liveness.reason})", client=client)

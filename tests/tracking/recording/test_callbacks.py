@@ -7,7 +7,7 @@ import signal
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.tracking.runs.lifecycle import raise_interrupt, tracked_run
+from pipeline.tracking.runs.lifecycle import open_run, raise_interrupt
 from pipeline.tracking.store.connect import connect
 
 
@@ -29,23 +29,21 @@ def test_epoch_logger_logs_once_per_epoch_with_epoch_steps(store_uri: str) -> No
         metrics=["accuracy"],
     )
     x, y = np.random.default_rng(0).normal(size=(32, 4)), np.arange(32) % 2
-    with tracked_run(store) as run:
+    with open_run(store, "epochs") as run:
         model.fit(
             x,
             y,
             epochs=3,
             validation_data=(x, y),
             verbose=0,
-            callbacks=[MlflowEpochLogger(to_client(run.info.run_id))],
+            callbacks=[MlflowEpochLogger(to_client(run.run_id))],
         )
     client = MlflowClient(store_uri)
     names = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds")
     for name in (*names, "l2_penalty"):
-        history = client.get_metric_history(run.info.run_id, name)
+        history = client.get_metric_history(run.run_id, name)
         assert [m.step for m in history] == [1, 2, 3], name
-    assert client.get_metric_history(run.info.run_id, "learning_rate")[0].value == pytest.approx(
-        0.1
-    )
+    assert client.get_metric_history(run.run_id, "learning_rate")[0].value == pytest.approx(0.1)
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the point
@@ -73,7 +71,7 @@ def test_interrupt_swallowed_by_a_finaliser_still_stops_training(store_uri: str)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     x, y = np.random.default_rng(0).normal(size=(32, 4)), np.arange(32) % 2
-    with pytest.raises(KeyboardInterrupt), tracked_run(store) as run:
+    with pytest.raises(KeyboardInterrupt), open_run(store, "stopped") as run:
         model.fit(x, y, epochs=20, verbose=0, callbacks=[CtrlCInFinaliser(), StopOnSignal()])
     assert epochs == [0, 1]
-    assert _status(store_uri, run.info.run_id) == "KILLED"
+    assert _status(store_uri, run.run_id) == "KILLED"

@@ -16,6 +16,7 @@ a case still running after `--timeout` seconds is killed.
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import os
 import resource
@@ -38,6 +39,8 @@ _MIB = 1 << 20
 
 # What one case runs: `train <path> [key=int ...]` or `predict <path>`.
 _CHILD = """
+import json
+import os
 import sys
 from pathlib import Path
 from pipeline.stages.data.dataset import DataError
@@ -50,7 +53,8 @@ try:
     else:
         from pipeline.stages.data.notmnist import load_notmnist
         given = {k: int(v) for k, v in (c.split("=") for c in caps)}
-        data = load_notmnist(path, cache=False, **given)
+        settings = json.loads(os.environ["BENCH_DATA_SETTINGS"])  # conf/data/notmnist.yaml's
+        data = load_notmnist(**{**settings, "path": path, **given})
         print(f"read {data.report.decoded} images")
 except DataError as exc:
     print(f"data error: {exc}")
@@ -105,6 +109,25 @@ def cases(scratch: Path) -> list[tuple[str, list[str]]]:
     return found
 
 
+@functools.cache
+def data_settings() -> str:
+    """A training source's settings (conf/data/notmnist.yaml, data.cache=false) as JSON, for
+    `load_notmnist`, whose settings have no defaults: composed in a process of its own, so
+    that this one stays small (a case's peak memory starts from its size at the fork)."""
+    script = (
+        "import json; from pipeline.config.compose import default_config; "
+        "data = default_config('data=notmnist', 'data.path=-', 'data.cache=false').data; "
+        "print(json.dumps(data.model_dump(exclude={'source'})))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        sys.exit(f"composing the data settings failed: {done.stderr[-2000:]}")
+    return done.stdout.strip()
+
+
 def run_case(args: list[str], code: Path, limit: int, timeout: float) -> tuple[float, float, str]:
     """(peak MiB, seconds, outcome) of one case in a fresh process."""
 
@@ -112,6 +135,7 @@ def run_case(args: list[str], code: Path, limit: int, timeout: float) -> tuple[f
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     env = {**os.environ, "PYTHONPATH": str(code), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env["BENCH_DATA_SETTINGS"] = data_settings()
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-c", _CHILD, *args],

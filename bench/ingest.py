@@ -24,6 +24,7 @@ import numpy as np
 from common import measure, report
 from PIL import Image
 
+from pipeline.config.compose import default_config
 from pipeline.stages.data import CLASSES
 from pipeline.stages.data.decode import decode_members
 from pipeline.stages.data.notmnist import load_notmnist
@@ -63,7 +64,9 @@ def main() -> None:
             handle.extractall(scratch / "folder", filter="data")
         folder = scratch / "folder" / "notMNIST_sample"
         n = sum(1 for _ in folder.rglob("*.png"))
-        load_notmnist(str(archive), cache_dir=str(scratch / "cache"))  # fill the cache
+        composed = default_config("data=notmnist", f"data.path={archive}").data
+        settings = {**composed.model_dump(exclude={"source"}), "cache_dir": str(scratch / "cache")}
+        load_notmnist(**settings)  # fill the cache
 
         def ours(members_of: Callable[[], Iterator[Member]]) -> Callable[[], None]:
             def run() -> None:
@@ -99,7 +102,7 @@ def main() -> None:
             measure("pipeline: IDX gz", lambda: read_idx(idx), n, "img", args.repeats),
             measure(
                 "pipeline: second load (cache, split, dedupe)",
-                lambda: load_notmnist(str(archive), cache_dir=str(scratch / "cache")),
+                lambda: load_notmnist(**settings),
                 n,
                 "img",
                 args.repeats,

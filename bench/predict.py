@@ -40,12 +40,16 @@ def logged_default_model(folder: Path) -> str:
     import mlflow
     import numpy as np
 
+    from pipeline.config.compose import default_config
+    from pipeline.jobs.training import model_arguments
+    from pipeline.stages.data import CLASSES, IMAGE_SHAPE
     from pipeline.stages.model import build_model
     from pipeline.tracking.models.classifier import log_keras_model
 
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     with mlflow.start_run():
-        return log_keras_model(build_model(), np.zeros((2, 28, 28), dtype=np.uint8))
+        network = build_model(**model_arguments(default_config(), len(CLASSES), IMAGE_SHAPE))
+        return log_keras_model(network, np.zeros((2, 28, 28), dtype=np.uint8))
 
 
 def main() -> None:

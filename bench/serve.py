@@ -51,6 +51,9 @@ def make_store(folder: Path) -> str:
     import numpy as np
     from mlflow.tracking import MlflowClient
 
+    from pipeline.config.compose import default_config
+    from pipeline.jobs.training import model_arguments
+    from pipeline.stages.data import CLASSES, IMAGE_SHAPE
     from pipeline.stages.model import build_model
     from pipeline.tracking.models.classifier import log_keras_model
 
@@ -58,7 +61,8 @@ def make_store(folder: Path) -> str:
     mlflow.set_tracking_uri(uri)
     for _ in range(2):
         with mlflow.start_run():
-            model_uri = log_keras_model(build_model(), np.zeros((2, 28, 28), dtype=np.uint8))
+            network = build_model(**model_arguments(default_config(), len(CLASSES), IMAGE_SHAPE))
+            model_uri = log_keras_model(network, np.zeros((2, 28, 28), dtype=np.uint8))
         mlflow.register_model(model_uri, "notmnist")
     MlflowClient(uri).set_registered_model_alias("notmnist", "champion", "1")
     return uri
@@ -148,9 +152,13 @@ class Client:
 
 
 def request_body(images: int) -> bytes:
+    from pipeline.config.compose import default_config
+    from pipeline.config.schema import SyntheticDataConfig
     from pipeline.stages.data.synthetic import render_letters
 
-    pixels, _ = render_letters(images, seed=7, fonts=["DejaVuSans.ttf"])
+    data = default_config().data
+    assert isinstance(data, SyntheticDataConfig)
+    pixels, _ = render_letters(images, seed=7, fonts=["DejaVuSans.ttf"], **data.distortions())
     return json.dumps({"inputs": pixels.tolist()}).encode()
 
 

@@ -31,11 +31,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from common import RESULTS, Measurement, write_results  # noqa: E402
 
-from pipeline.stages.data import Split  # noqa: E402
+from pipeline.config.compose import default_config  # noqa: E402
+from pipeline.jobs.training import fit_arguments, model_arguments, optimizer_arguments  # noqa: E402
+from pipeline.stages.data import CLASSES, IMAGE_SHAPE, Split  # noqa: E402
 from pipeline.stages.model import build_model, dense_weights  # noqa: E402
 from pipeline.stages.train import compile_model, fit, make_optimizer, seed_everything  # noqa: E402
 
 MODELS = {"logreg": (), "mlp": (1024,), "deep": (1024, 512, 256)}
+DEFAULTS = default_config()  # a default run's settings (conf/): what a program does not vary
 SAMPLES, VALID, WARMUP, EPOCHS = 16_384, 2_048, 1, 5
 
 
@@ -47,8 +50,10 @@ def data() -> tuple[Split, Split]:
 
 
 def new_model(hidden: tuple[int, ...]) -> keras.Model:
+    """`hidden` with dropout 0.5 and L2 1e-4; the rest as a default run builds it."""
     seed_everything(0)
-    return build_model(hidden_units=hidden, dropout_rate=0.5, l2_beta=1e-4)
+    args = model_arguments(DEFAULTS, len(CLASSES), IMAGE_SHAPE)
+    return build_model(**{**args, "hidden_units": hidden, "dropout_rate": 0.5, "l2_beta": 1e-4})
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -70,18 +75,13 @@ class EpochTimer(keras.callbacks.Callback):
 def pipeline_stage(hidden: tuple[int, ...], batch: int, train: Split, valid: Split) -> list[float]:
     """The pipeline's own training stage: `compile_model` and `fit`, as `run` calls them."""
     model = new_model(hidden)
-    compile_model(model, make_optimizer("sgd", 0.1))
+    train_cfg = DEFAULTS.train  # plain SGD at 0.1, 32 steps per execution
+    optimizer = make_optimizer(**optimizer_arguments(train_cfg))
+    compile_model(model, optimizer=optimizer, steps_per_execution=train_cfg.steps_per_execution)
     timer = EpochTimer()
-    fit(
-        model,
-        train,
-        valid,
-        epochs=WARMUP + EPOCHS,
-        batch_size=batch,
-        early_stopping_monitor=None,
-        callbacks=[timer],
-        verbose=0,
-    )
+    settings = fit_arguments(train_cfg)
+    settings.update(epochs=WARMUP + EPOCHS, batch_size=batch, early_stopping_monitor=None)
+    fit(model, train, valid, **{**settings, "verbose": 0}, callbacks=[timer])
     return timer.seconds[WARMUP:]
 
 
@@ -176,7 +176,7 @@ def run_grid(models: list[str], batches: list[int], programs: list[str]) -> list
     rows = []
     for name in models:
         hidden = MODELS[name]
-        weights = dense_weights(build_model(hidden_units=hidden))
+        weights = dense_weights(new_model(hidden))
         for batch in batches:
             seconds: dict[str, list[float]] = {p: [] for p in programs}
             for program in [*programs, *reversed(programs)]:

@@ -6,7 +6,11 @@ name written as a literal in two of those places would drift.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal
+
+# How a notMNIST source is read (data.format, data.exclude_format, retrain.holdout.format):
+# the schema's choices, the loaders' argument and the `data.format` tag of a real source.
+SourceFormat = Literal["auto", "tar", "folder", "idx", "pickle"]
 
 
 class Metric:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -116,6 +118,79 @@ def compose_config(*overrides: str) -> DictConfig:
 
 def settings(*overrides: str) -> AppConfig:
     return validate(OmegaConf.to_container(compose_config(*overrides), resolve=True))
+
+
+# The stages take every setting keyword-only, with no defaults of their own: these fill in the
+# composed default config's (conf/), through the same mapping a run uses
+# (pipeline.jobs.training), so that a test names only the values it is about.
+
+
+@functools.cache
+def defaults(*overrides: str) -> AppConfig:
+    """The composed default config (with `overrides`), validated; composed once per process."""
+    return settings(*overrides)
+
+
+def model_args(**given: Any) -> dict[str, Any]:
+    """`build_model`'s arguments: the default config's, for 28x28 images of A-J, and `given`."""
+    from pipeline.jobs.training import model_arguments
+    from pipeline.stages.data import CLASSES, IMAGE_SHAPE
+
+    return {**model_arguments(defaults(), len(CLASSES), IMAGE_SHAPE), **given}
+
+
+def new_model(**given: Any) -> Any:
+    """`build_model(...)` with the default config's values, and `given`."""
+    from pipeline.stages.model import build_model
+
+    return build_model(**model_args(**given))
+
+
+def new_optimizer(**given: Any) -> Any:
+    """`make_optimizer(...)` with the default config's values (plain SGD, 0.1), and `given`."""
+    from pipeline.jobs.training import optimizer_arguments
+    from pipeline.stages.train import make_optimizer
+
+    return make_optimizer(**{**optimizer_arguments(defaults().train), **given})
+
+
+def compiled(model: Any, **given: Any) -> Any:
+    """`model` compiled as a default run compiles it (`optimizer=` and the rest may be given)."""
+    from pipeline.stages.train import compile_model
+
+    settings_ = {"steps_per_execution": defaults().train.steps_per_execution, **given}
+    settings_.setdefault("optimizer", new_optimizer())
+    compile_model(model, **settings_)
+    return model
+
+
+def fit_args(**given: Any) -> dict[str, Any]:
+    """`fit`'s settings from the default config (early stopping on val_loss, patience 3...)."""
+    from pipeline.jobs.training import fit_arguments
+
+    return {**fit_arguments(defaults().train), **given}
+
+
+def synthetic_args(**given: Any) -> dict[str, Any]:
+    """`load_synthetic`'s arguments: conf/data/synthetic.yaml's, and `given`."""
+    return {**defaults().data.model_dump(exclude={"source"}), **given}
+
+
+def notmnist_args(path: str | Path | None, **given: Any) -> dict[str, Any]:
+    """`load_notmnist`'s arguments: conf/data/notmnist.yaml's for `path`, and `given`."""
+    data = defaults("data=notmnist", "data.path=any").data.model_dump(exclude={"source"})
+    return {**data, "path": None if path is None else str(path), **given}
+
+
+def rendered(n: int, **given: Any) -> tuple[Any, Any]:
+    """`render_letters(n, seed=..., fonts=..., ...)` with conf/data/synthetic.yaml's
+    distortions where `given` names none."""
+    from pipeline.config.schema import SyntheticDataConfig
+    from pipeline.stages.data.synthetic import render_letters
+
+    data = defaults().data
+    assert isinstance(data, SyntheticDataConfig)
+    return render_letters(n, **{**data.distortions(), **given})
 
 
 @pytest.fixture(scope="session")

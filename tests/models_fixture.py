@@ -53,9 +53,9 @@ class Champion:
 
 def letters(n: int = 60, seed: int = 321) -> tuple[np.ndarray, np.ndarray]:
     """Fresh synthetic letters (uint8 (n, 28, 28), labels), none of them seen in training."""
-    from pipeline.stages.data.synthetic import render_letters
+    from conftest import rendered  # (conftest imports this module)
 
-    return render_letters(n, seed=seed, fonts=list(FONTS))
+    return rendered(n, seed=seed, fonts=list(FONTS))
 
 
 @pytest.fixture(scope="session")

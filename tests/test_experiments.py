@@ -7,12 +7,10 @@ import itertools
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR, TINY, cli, compose_config, settings
+from conftest import CONF_DIR, TINY, cli, compose_config, new_model, settings
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from mlflow.tracking import MlflowClient
-
-from pipeline.stages.model import build_model
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
@@ -66,7 +64,7 @@ def test_every_sweep_point_is_a_valid_config(experiment: str) -> None:
 
 def test_deep_and_wide_share_a_parameter_budget() -> None:
     counts = [
-        build_model(
+        new_model(
             hidden_units=settings("experiment=deep_vs_wide", *p).model.hidden_units
         ).count_params()
         for p in _grid("deep_vs_wide")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # the training config's groups, which every command that trains takes
-TRAINING_GROUPS = ("data", "model", "train", "tracking", "experiment")
+TRAINING_GROUPS = ("data", "model", "model/augment", "train", "tracking", "experiment")
 # exit codes every command shares (pipeline.errors)
 CONFIG = (2, "config error: a setting unknown, of the wrong type or out of range")
 TRACKING = (2, "tracking error: the store cannot be used")

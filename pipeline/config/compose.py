@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline.config.paths import config_dir
-from pipeline.config.schema import TrackingConfig
+from pipeline.config.schema import AppConfig, TrackingConfig, validate
 from pipeline.errors import ConfigError
 
 
@@ -30,6 +30,13 @@ def compose_tree(config: str = "config", overrides: Sequence[str] = ()) -> dict[
         raise ConfigError(one_line(exc)) from None
     assert isinstance(tree, dict)
     return {str(k): v for k, v in tree.items()}
+
+
+def default_config(*overrides: str) -> AppConfig:
+    """The training config a run gets (conf/config.yaml composed, with `overrides`), validated:
+    the defaults for code that calls the stages itself (a notebook, the benchmarks, the tests),
+    read from where the pipeline reads them."""
+    return validate(compose_tree("config", overrides))
 
 
 def default_tracking() -> TrackingConfig:

@@ -2,8 +2,18 @@
 
 Hydra composes `conf/` into a plain tree; `validate` turns it into these frozen models so
 that a typo, a wrong type or an out-of-range value stops the program before any work, with
-one line that names the key. Stages never see this module: the entry point unpacks the
-fields into their explicit arguments.
+one line that names the key. Stages never see this module: the jobs unpack the fields into
+the stages' keyword arguments (`pipeline.jobs.training`), which have no defaults of their own.
+
+One source of defaults: the YAML under conf/. It is what a Hydra user reads, overrides and
+sees with `--cfg job`, and a config group (model=logreg) is a set of defaults that a single
+default in Python could not express. So the sections Hydra composes (`AppConfig` and the
+other commands' configs) give each field its type, bounds and description, and no default
+value that could drift from the YAML: a key the YAML lacks is a `missing key` error, a key the
+schema lacks an `unknown key` one (tests/config/test_defaults.py holds the composed defaults to
+the schema both ways). Only the settings of commands that Hydra does not compose (report,
+reproduce, maintenance, a search space's `ParamSpec`: read from the command line by
+`from_args`) have their defaults here, the one place they are written.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from pydantic import (
 
 from pipeline.config.paths import config_dir
 from pipeline.errors import ConfigError as ConfigError  # re-exported: the config's own error
+from pipeline.names import SourceFormat as SourceFormat  # re-exported: data.format's values
 
 # Strict types: `train.seed=true` is not the seed 1, `data.cache=1` is not true, and a quoted
 # `'3'` is not a number (an int is still a float: `learning_rate=1` is 1.0).
@@ -83,6 +94,12 @@ class SyntheticDataConfig(_Section):
         description="the cache's folder (null: $PIPELINE_CACHE_DIR, else <project>/.cache/data)"
     )
 
+    def distortions(self) -> dict[str, float]:
+        """The per-image distortions, as `render_letters` takes them."""
+        return self.model_dump(
+            include={"max_rotation_deg", "max_shear", "min_scale", "max_shift", "noise_std"}
+        )
+
 
 def _count_or_fraction(value: int | float) -> int | float:
     if value <= 0 or (value >= 1 and value != int(value)):
@@ -91,7 +108,6 @@ def _count_or_fraction(value: int | float) -> int | float:
 
 
 SplitSize = Annotated[Int | Float, AfterValidator(_count_or_fraction)]
-SourceFormat = Literal["auto", "tar", "folder", "idx", "pickle"]  # how a notMNIST source is read
 
 
 class NotMnistDataConfig(_Section):
@@ -901,10 +917,10 @@ class ServeTrackingConfig(_Section):
         description="the store or server with the registry; null = the project's mlruns/"
     )
     timeout_seconds: Positive = Field(
-        15.0, description="the budget of each request to a tracking server, retries included"
+        description="the budget of each request to a tracking server, retries included"
     )
     retries: Annotated[int, Field(strict=True, ge=0, le=10)] = Field(
-        2, description="retried requests to a tracking server within that budget"
+        description="retried requests to a tracking server within that budget"
     )
 
 

@@ -337,22 +337,33 @@ def _attempt(
 
 def _load_holdout(cfg: RetrainAppConfig) -> tuple[Split, str]:
     from pipeline.stages.data.notmnist import load_holdout
+    from pipeline.stages.data.sources import MAX_MEMBER_BYTES, MAX_TOTAL_BYTES
 
     holdout = cfg.retrain.holdout
     assert holdout.path is not None
     convert = isinstance(cfg.data, NotMnistDataConfig) and cfg.data.convert
-    cache_dir = cfg.data.cache_dir
-    return load_holdout(holdout.path, holdout.format, convert, holdout.allow_pickle, cache_dir)
+    return load_holdout(
+        path=holdout.path,
+        format=holdout.format,
+        convert=convert,
+        allow_pickle=holdout.allow_pickle,
+        cache_dir=cfg.data.cache_dir,
+        max_member_bytes=MAX_MEMBER_BYTES,
+        max_total_bytes=MAX_TOTAL_BYTES,
+    )
 
 
 def score(uri: str, holdout: Split) -> Scores:
     """A registered model's holdout scores (`pipeline.stages.evaluate`, dropout off)."""
+    import keras
+
     from pipeline.stages.data import CLASSES
     from pipeline.stages.evaluate import evaluate
-    from pipeline.stages.train import compile_model, make_optimizer
+    from pipeline.stages.train import compile_model
 
     model = load_keras(uri)
-    compile_model(model, make_optimizer("sgd", 0.1), steps_per_execution=1)
+    # scoring updates no weight: any optimizer does, and this is the one it always was
+    compile_model(model, optimizer=keras.optimizers.SGD(0.1), steps_per_execution=1)
     result = evaluate(model, holdout, CLASSES)
     return Scores(
         accuracy=result.accuracy,

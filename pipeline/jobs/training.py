@@ -14,7 +14,7 @@ from typing import Any
 
 import keras
 
-from pipeline.config import AppConfig, ConfigError, DataConfig
+from pipeline.config import AppConfig, ConfigError, DataConfig, TrainConfig
 from pipeline.config.logged import LOCATION, from_record, read_record
 from pipeline.names import Artifact, Metric, Tag
 from pipeline.stages.data import Dataset, load_synthetic
@@ -54,6 +54,61 @@ _LOADERS: dict[str, Callable[..., Dataset]] = {
 def load_data(cfg: DataConfig) -> Dataset:
     """Dispatch on `data.source`; every other data field is the loader's keyword argument."""
     return _LOADERS[cfg.source](**cfg.model_dump(exclude={"source"}))
+
+
+# The stages take every setting keyword-only with no default of their own (the YAML under
+# conf/ holds the defaults, pipeline.config.schema their types): these map the typed config
+# onto their arguments, once, for the run below, a search's trials, the benchmarks and the
+# tests alike.
+
+
+def model_arguments(
+    cfg: AppConfig, num_classes: int, image_shape: tuple[int, ...]
+) -> dict[str, Any]:
+    """`build_model`'s arguments: the `model` section's keys as they are (its `augment` block
+    flattened), so that a new model key is written in three places only (the YAML, the schema,
+    `build_model`), plus the training seed (augmentation's draws) and the data's shape."""
+    return {
+        **cfg.model.model_dump(exclude={"augment"}),
+        **cfg.model.augment.model_dump(),
+        "num_classes": num_classes,
+        "image_shape": image_shape,
+        "seed": cfg.train.seed,
+    }
+
+
+def optimizer_arguments(train: TrainConfig) -> dict[str, Any]:
+    """`make_optimizer`'s arguments from the `train` section."""
+    return {
+        "name": train.optimizer,
+        "learning_rate": train.learning_rate,
+        "momentum": train.momentum,
+        "decay_rate": train.lr_decay.rate,
+        "decay_steps": train.lr_decay.steps,
+        "staircase": train.lr_decay.staircase,
+    }
+
+
+def fit_arguments(train: TrainConfig) -> dict[str, Any]:
+    """`fit`'s settings from the `train` section (early stopping off: no monitor)."""
+    stopping = train.early_stopping
+    return {
+        "epochs": train.epochs,
+        "batch_size": train.batch_size,
+        "early_stopping_monitor": stopping.monitor if stopping.enabled else None,
+        "patience": stopping.patience,
+        "min_delta": stopping.min_delta,
+        "verbose": train.verbose,
+    }
+
+
+def compiled_model(cfg: AppConfig, num_classes: int, image_shape: tuple[int, ...]) -> keras.Model:
+    """The network `cfg` describes, compiled with its optimizer (weights drawn from the
+    current seeds: `seed_everything(cfg.train.seed)` first, as `run` does)."""
+    model = build_model(**model_arguments(cfg, num_classes, image_shape))
+    optimizer = make_optimizer(**optimizer_arguments(cfg.train))
+    compile_model(model, optimizer=optimizer, steps_per_execution=cfg.train.steps_per_execution)
+    return model
 
 
 class Phases:
@@ -150,45 +205,21 @@ def run(
 
         with phases("build"):
             seed_everything(cfg.train.seed)
-            model = build_model(
-                hidden_units=cfg.model.hidden_units,
-                dropout_rate=cfg.model.dropout_rate,
-                l2_beta=cfg.model.l2_beta,
-                num_classes=len(dataset.classes),
-                image_shape=dataset.train.images.shape[1:],
-                name=cfg.model.name,
-                **cfg.model.augment.model_dump(),
-                seed=cfg.train.seed,
-            )
-            optimizer = make_optimizer(
-                cfg.train.optimizer,
-                cfg.train.learning_rate,
-                momentum=cfg.train.momentum,
-                decay_rate=cfg.train.lr_decay.rate,
-                decay_steps=cfg.train.lr_decay.steps,
-                staircase=cfg.train.lr_decay.staircase,
-            )
-            compile_model(model, optimizer, cfg.train.steps_per_execution)
+            model = compiled_model(cfg, len(dataset.classes), dataset.train.images.shape[1:])
 
-        es = cfg.train.early_stopping
         epoch_logger = MlflowEpochLogger(active.log_epoch, logged, checkpoints / JOURNAL)
         with phases("train"):
             result = fit(
                 model,
                 dataset.train,
                 dataset.valid,
-                epochs=cfg.train.epochs,
-                batch_size=cfg.train.batch_size,
-                early_stopping_monitor=es.monitor if es.enabled else None,
-                patience=es.patience,
-                min_delta=es.min_delta,
+                **fit_arguments(cfg.train),
                 callbacks=[
                     epoch_logger,  # first: the diverged epoch is logged, then the run stops
                     StopOnDivergence(cfg.train.learning_rate),
                     StopOnSignal(),
                     *callbacks,
                 ],
-                verbose=cfg.train.verbose,
                 checkpoint_dir=checkpoints,
             )
         phases.seconds["train"] -= epoch_logger.seconds

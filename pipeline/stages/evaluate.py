@@ -39,18 +39,21 @@ class Evaluation:
         return float(self.per_class["f1-score"].mean())
 
 
-def evaluate(
-    model: keras.Model, split: Split, classes: Sequence[str], batch_size: int = 1024
-) -> Evaluation:
+# images per inference step, to bound the memory a large split takes: fixed here rather than
+# an argument, since it is no setting of the config (and so has no default to drift from)
+_BATCH = 1024
+
+
+def evaluate(model: keras.Model, split: Split, classes: Sequence[str]) -> Evaluation:
     """Score a compiled model on `split` in inference mode (Dropout passes values through).
 
     The loss is what Keras reports: cross-entropy plus the L2 penalty, as in `val_loss`;
     `data_loss` is the cross-entropy alone (see `compile_model`).
     """
     scores = model.evaluate(
-        split.images, split.labels, batch_size=batch_size, verbose=0, return_dict=True
+        split.images, split.labels, batch_size=_BATCH, verbose=0, return_dict=True
     )
-    probabilities = model.predict(split.images, batch_size=batch_size, verbose=0)
+    probabilities = model.predict(split.images, batch_size=_BATCH, verbose=0)
     predictions = probabilities.argmax(axis=1)
     labels = list(range(len(classes)))
     report = classification_report(

@@ -11,18 +11,24 @@ from pipeline.stages.data.dataset import IMAGE_SHAPE
 
 
 def build_model(
-    hidden_units: Sequence[int] = (1024,),
-    dropout_rate: float = 0.5,
-    l2_beta: float = 0.0,
-    num_classes: int = 10,
-    image_shape: tuple[int, int] = IMAGE_SHAPE,
-    name: str = "mlp",
-    shift: float = 0.0,
-    rotation_deg: float = 0.0,
-    zoom: float = 0.0,
-    seed: int | None = None,
+    *,
+    hidden_units: Sequence[int],
+    dropout_rate: float,
+    l2_beta: float,
+    num_classes: int,
+    image_shape: tuple[int, ...],
+    name: str,
+    shift: float,
+    rotation_deg: float,
+    zoom: float,
+    seed: int | None,
 ) -> keras.Model:
     """Rescale -> [augment] -> Flatten -> [Dense(ReLU) -> Dropout]* -> Dense(softmax).
+
+    Every argument is keyword-only and has no default: the defaults are the config's
+    (conf/model/, `pipeline.jobs.training.model_arguments` maps them here), so that a default
+    written here cannot drift from the one a run records. The data gives `num_classes` and
+    `image_shape`.
 
     The input is raw uint8 pixels; the course's normalisation (p - 127.5) / 255 is the first
     layer, so the saved model needs no preprocessing code. `l2_beta` is the lesson's beta in
@@ -54,7 +60,7 @@ def build_model(
 
 def _augment(
     x: keras.KerasTensor,
-    image_shape: tuple[int, int],
+    image_shape: tuple[int, ...],
     shift: float,
     rotation_deg: float,
     zoom: float,

@@ -81,14 +81,18 @@ def limit_threads(threads: int) -> None:
 
 
 def make_optimizer(
+    *,
     name: str,
     learning_rate: float,
-    momentum: float = 0.9,
-    decay_rate: float = 1.0,
-    decay_steps: int = 1000,
-    staircase: bool = False,
+    momentum: float,
+    decay_rate: float,
+    decay_steps: int,
+    staircase: bool,
 ) -> keras.optimizers.Optimizer:
-    """'sgd', 'momentum' (SGD with momentum) or 'adam', with optional exponential decay."""
+    """'sgd', 'momentum' (SGD with momentum) or 'adam', with optional exponential decay.
+
+    Like every stage function, it takes its values keyword-only with no defaults: they are
+    the config's (conf/train/, mapped by `pipeline.jobs.training.optimizer_arguments`)."""
     rate: float | keras.optimizers.schedules.LearningRateSchedule = learning_rate
     if decay_rate < 1.0:
         rate = keras.optimizers.schedules.ExponentialDecay(
@@ -104,7 +108,7 @@ def make_optimizer(
 
 
 def compile_model(
-    model: keras.Model, optimizer: keras.optimizers.Optimizer, steps_per_execution: int = 32
+    model: keras.Model, *, optimizer: keras.optimizers.Optimizer, steps_per_execution: int
 ) -> None:
     """Set up a model for training: cross-entropy on class probabilities, accuracy, and the
     cross-entropy again as a metric, `data_loss` (`val_data_loss`): Keras' `loss` includes the
@@ -130,14 +134,18 @@ def fit(
     *,
     epochs: int,
     batch_size: int,
-    early_stopping_monitor: str | None = "val_loss",
-    patience: int = 3,
-    min_delta: float = 0.0,
+    early_stopping_monitor: str | None,
+    patience: int,
+    min_delta: float,
+    verbose: int | str,
     callbacks: Sequence[keras.callbacks.Callback] = (),
-    verbose: int | str = "auto",
     checkpoint_dir: Path | None = None,
 ) -> TrainResult:
     """Train a compiled model on raw uint8 images; `early_stopping_monitor=None` runs all epochs.
+
+    The settings (`epochs` ... `verbose`) have no defaults: they are the config's (conf/train/,
+    mapped by `pipeline.jobs.training.fit_arguments`). `callbacks` and `checkpoint_dir` are
+    the caller's hooks, not settings, and default to none.
 
     EarlyStopping restores the best epoch's weights, so `best_epoch` is the epoch that
     evaluation and the logged model see. `verbose="auto"` shows Keras' progress bar on a

@@ -42,8 +42,8 @@ def _with_settings(command: list[str], **settings: str) -> list[str]:
 def _register_champion(team: Server, monkeypatch: pytest.MonkeyPatch) -> tuple[str, object]:
     """A small network logged and registered as `notmnist@champion` by the service account."""
     import keras
+    from conftest import new_model
 
-    from pipeline.stages.model import build_model
     from pipeline.tracking.models.classifier import log_keras_model
 
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", team.service[0])
@@ -52,7 +52,7 @@ def _register_champion(team: Server, monkeypatch: pytest.MonkeyPatch) -> tuple[s
     try:
         mlflow.set_experiment("serve-service")
         keras.utils.set_random_seed(4)
-        network = build_model(hidden_units=[8], dropout_rate=0.0)
+        network = new_model(hidden_units=[8], dropout_rate=0.0)
         with mlflow.start_run():
             model_uri = log_keras_model(network, np.zeros((2, 28, 28), dtype=np.uint8))
         version = mlflow.register_model(model_uri, "notmnist").version

@@ -162,6 +162,7 @@ def test_holdout_copies_are_removed_from_training_and_counted(history) -> None:
 def test_a_new_holdout_re_evaluates_the_champion_on_it(history) -> None:
     from pipeline.jobs.retraining import score
     from pipeline.stages.data.notmnist import load_holdout
+    from pipeline.stages.data.sources import MAX_MEMBER_BYTES, MAX_TOTAL_BYTES
 
     outcomes, client, src, root = history
     changed = outcomes["new_holdout"]
@@ -169,7 +170,15 @@ def test_a_new_holdout_re_evaluates_the_champion_on_it(history) -> None:
     audit = audit_runs(client)[changed.audit_run_id]
     old = audit_runs(client)[outcomes["removed"].audit_run_id]
     assert audit.data.tags[Tag.HOLDOUT_DIGEST] != old.data.tags[Tag.HOLDOUT_DIGEST]
-    split, digest = load_holdout(src.holdout2, cache_dir=str(root / "cache"))
+    split, digest = load_holdout(
+        path=str(src.holdout2),
+        format="auto",
+        convert=False,
+        allow_pickle=False,
+        cache_dir=str(root / "cache"),
+        max_member_bytes=MAX_MEMBER_BYTES,
+        max_total_bytes=MAX_TOTAL_BYTES,
+    )
     import mlflow
 
     mlflow.set_tracking_uri(client.tracking_uri)

@@ -44,8 +44,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory, _empty_store: Path) -> Re
     import shutil
 
     import keras
+    from conftest import new_model
 
-    from pipeline.stages.model import build_model
     from pipeline.tracking.models.classifier import log_keras_model
 
     folder = tmp_path_factory.mktemp("registry")
@@ -60,7 +60,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, _empty_store: Path) -> Re
     try:
         for seed in (1, 2):
             keras.utils.set_random_seed(seed)
-            network = build_model(hidden_units=[8], dropout_rate=0.0)
+            network = new_model(hidden_units=[8], dropout_rate=0.0)
             with mlflow.start_run(experiment_id=experiment) as run:
                 model_uri = log_keras_model(network, np.zeros((2, 28, 28), dtype=np.uint8))
             version = str(mlflow.register_model(model_uri, "notmnist").version)

@@ -9,6 +9,7 @@ import threading
 import keras
 import numpy as np
 import pytest
+from conftest import new_model
 from make_sources import letters
 
 from pipeline.serving.batching import Batcher, BusyError, NotReadyError
@@ -20,13 +21,12 @@ from pipeline.serving.versions import (
     checked_run_id,
     checked_version,
 )
-from pipeline.stages.model import build_model
 
 
 @pytest.fixture(scope="module")
 def network() -> keras.Model:
     keras.utils.set_random_seed(3)
-    return build_model(hidden_units=[16], dropout_rate=0.5)
+    return new_model(hidden_units=[16], dropout_rate=0.5)
 
 
 def _served(network: keras.Model) -> Served:
@@ -49,7 +49,7 @@ def test_a_network_that_gives_no_probabilities_is_refused() -> None:
     logits = keras.Sequential(layers)
     with pytest.raises(ValueError, match="not probabilities"):
         check_on_example(batch_function(logits))
-    wide = build_model(num_classes=12, hidden_units=[4])
+    wide = new_model(num_classes=12, hidden_units=[4])
     with pytest.raises(ValueError, match=r"not \(1, 10\)"):
         check_on_example(batch_function(wide))
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import compiled, new_model
 
 from pipeline.reporting import figures as run_figures
 from pipeline.stages.data import CLASSES, Split
 from pipeline.stages.evaluate import evaluate
-from pipeline.stages.model import build_model
-from pipeline.stages.train import compile_model, make_optimizer
 
 
 @pytest.fixture
@@ -20,8 +19,7 @@ def scored():
         rng.integers(0, 256, size=(200, 28, 28), dtype=np.uint8),
         np.arange(200, dtype=np.uint8) % 10,
     )
-    model = build_model(hidden_units=(16,), dropout_rate=0.5, l2_beta=0.1)
-    compile_model(model, make_optimizer("sgd", 0.1))
+    model = compiled(new_model(hidden_units=(16,), dropout_rate=0.5, l2_beta=0.1))
     return split, evaluate(model, split, CLASSES), model
 
 
@@ -55,7 +53,7 @@ def test_per_class_report_and_confusion(scored) -> None:
 
 def test_evaluation_is_deterministic(scored) -> None:
     split, _, _ = scored
-    model = build_model(hidden_units=(16,), dropout_rate=0.5)
+    model = new_model(hidden_units=(16,), dropout_rate=0.5)
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     first, second = evaluate(model, split, CLASSES), evaluate(model, split, CLASSES)
     np.testing.assert_array_equal(first.probabilities, second.probabilities)

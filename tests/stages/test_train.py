@@ -5,47 +5,32 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from conftest import compiled, fit_args, new_model, new_optimizer, synthetic_args
 
 from pipeline.stages.data import load_synthetic
-from pipeline.stages.model import build_model
-from pipeline.stages.train import (
-    DivergedError,
-    StopOnDivergence,
-    compile_model,
-    fit,
-    make_optimizer,
-    seed_everything,
-)
+from pipeline.stages.train import DivergedError, StopOnDivergence, fit, seed_everything
 
 
 @pytest.fixture(scope="module")
 def data():
     return load_synthetic(
-        train_size=400,
-        valid_size=100,
-        test_size=100,
-        seed=0,
-        fonts=("DejaVuSans.ttf", "cmr10.ttf", "DejaVuSerif-Bold.ttf"),
-        max_rotation_deg=10.0,
-        max_shear=0.25,
-        min_scale=0.6,
-        max_shift=2.0,
-        noise_std=12.0,
+        **synthetic_args(
+            train_size=400,
+            valid_size=100,
+            test_size=100,
+            fonts=("DejaVuSans.ttf", "cmr10.ttf", "DejaVuSerif-Bold.ttf"),
+        )
     )
 
 
 def _train(data, seed: int = 1, epochs: int = 3, steps_per_execution: int = 4, **kw):
     seed_everything(seed)
-    model = build_model(hidden_units=(32,), dropout_rate=0.5, l2_beta=1e-4)
-    compile_model(model, make_optimizer("sgd", 0.1), steps_per_execution)
+    model = compiled(
+        new_model(hidden_units=(32,), dropout_rate=0.5, l2_beta=1e-4),
+        steps_per_execution=steps_per_execution,
+    )
     result = fit(
-        model,
-        data.train,
-        data.valid,
-        epochs=epochs,
-        batch_size=64,
-        verbose=0,
-        **kw,
+        model, data.train, data.valid, **fit_args(epochs=epochs, batch_size=64, verbose=0, **kw)
     )
     return model, result
 
@@ -55,14 +40,16 @@ def _train(data, seed: int = 1, epochs: int = 3, steps_per_execution: int = 4, *
     [("sgd", keras.optimizers.SGD, 0.0), ("momentum", keras.optimizers.SGD, 0.8)],
 )
 def test_sgd_variants(name: str, cls: type, momentum: float) -> None:
-    opt = make_optimizer(name, 0.3, momentum=0.8)
+    opt = new_optimizer(name=name, learning_rate=0.3, momentum=0.8)
     assert isinstance(opt, cls)
     assert opt.momentum == pytest.approx(momentum)
     assert float(opt.learning_rate) == pytest.approx(0.3)
 
 
 def test_adam_and_decay() -> None:
-    opt = make_optimizer("adam", 0.01, decay_rate=0.5, decay_steps=10, staircase=True)
+    opt = new_optimizer(
+        name="adam", learning_rate=0.01, decay_rate=0.5, decay_steps=10, staircase=True
+    )
     assert isinstance(opt, keras.optimizers.Adam)
     schedule = opt._learning_rate
     assert float(schedule(0)) == pytest.approx(0.01)
@@ -72,7 +59,7 @@ def test_adam_and_decay() -> None:
 
 def test_unknown_optimizer() -> None:
     with pytest.raises(ValueError, match="adagrad"):
-        make_optimizer("adagrad", 0.1)
+        new_optimizer(name="adagrad")
 
 
 def test_history_and_best_epoch(data) -> None:
@@ -87,16 +74,10 @@ def test_history_and_best_epoch(data) -> None:
 def test_early_stopping_restores_best_weights(data) -> None:
     # lr far too high: val_loss gets worse after the first epochs and training stops early
     seed_everything(3)
-    model = build_model(hidden_units=(32,), dropout_rate=0.0)
-    compile_model(model, make_optimizer("sgd", 5.0))
+    model = new_model(hidden_units=(32,), dropout_rate=0.0, l2_beta=0.0)
+    compiled(model, optimizer=new_optimizer(learning_rate=5.0))
     result = fit(
-        model,
-        data.train,
-        data.valid,
-        epochs=30,
-        batch_size=64,
-        patience=1,
-        verbose=0,
+        model, data.train, data.valid, **fit_args(epochs=30, batch_size=64, patience=1, verbose=0)
     )
     assert result.stopped_early
     assert len(result.history) < 30
@@ -133,18 +114,15 @@ def test_diverged_training_stops_naming_the_epoch(data) -> None:
     """lr=1e30 passes validation (it is finite) and sends the loss to NaN in the first epoch:
     training stops there with one line, instead of running every epoch to a NaN model."""
     seed_everything(0)
-    model = build_model(hidden_units=(32,), dropout_rate=0.0)
-    compile_model(model, make_optimizer("sgd", 1e30))
+    model = new_model(hidden_units=(32,), dropout_rate=0.0, l2_beta=0.0)
+    compiled(model, optimizer=new_optimizer(learning_rate=1e30))
     with pytest.raises(DivergedError) as info:
         fit(
             model,
             data.train,
             data.valid,
-            epochs=20,
-            batch_size=64,
-            early_stopping_monitor=None,
+            **fit_args(epochs=20, batch_size=64, early_stopping_monitor=None, verbose=0),
             callbacks=[StopOnDivergence(1e30)],
-            verbose=0,
         )
     assert str(info.value) == (
         "loss became nan at epoch 1: try a smaller train.learning_rate (now 1e+30), "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.names import SourceFormat
 from pipeline.stages.data import sources
 from pipeline.stages.data.cache import (
     Pool,
@@ -33,26 +34,28 @@ log = logging.getLogger(__name__)
 
 
 def load_notmnist(
+    *,
     path: str | None,
-    format: str = "auto",
-    url: str | None = None,
-    expected_size: int | None = None,
-    sha256: str | None = None,
-    allow_pickle: bool = False,
-    convert: bool = False,
-    train_size: float = 0.8,
-    valid_size: float = 0.1,
-    test_size: float = 0.1,
-    seed: int = 0,
-    near_duplicate_rmsd: float | None = None,
-    cache_dir: str | None = None,
-    cache: bool = True,
-    max_member_bytes: int = sources.MAX_MEMBER_BYTES,
-    max_total_bytes: int = sources.MAX_TOTAL_BYTES,
-    exclude_path: str | None = None,
-    exclude_format: str = "auto",
+    format: SourceFormat,
+    url: str | None,
+    expected_size: int | None,
+    sha256: str | None,
+    allow_pickle: bool,
+    convert: bool,
+    train_size: float,
+    valid_size: float,
+    test_size: float,
+    seed: int,
+    near_duplicate_rmsd: float | None,
+    cache_dir: str | None,
+    cache: bool,
+    max_member_bytes: int,
+    max_total_bytes: int,
+    exclude_path: str | None,
+    exclude_format: SourceFormat,
 ) -> Dataset:
-    """Splits of real notMNIST from `path` (or a download of `url`).
+    """Splits of real notMNIST from `path` (or a download of `url`). The arguments are
+    conf/data/notmnist.yaml's keys, keyword-only with no defaults (the YAML's are the ones).
 
     `format` is detected unless given (tar, folder, idx, pickle). Sizes are counts (>= 1) or
     fractions of the distinct images. Decoded images are cached under `cache_dir` keyed by the
@@ -84,7 +87,13 @@ def load_notmnist(
     overlap = None
     if exclude_path is not None:
         holdout, _ = load_holdout(
-            exclude_path, exclude_format, convert, allow_pickle, cache_dir, *caps
+            path=exclude_path,
+            format=exclude_format,
+            convert=convert,
+            allow_pickle=allow_pickle,
+            cache_dir=cache_dir,
+            max_member_bytes=max_member_bytes,
+            max_total_bytes=max_total_bytes,
         )
         keep = not_in(pool.images, holdout.images)
         overlap = len(pool.labels) - len(keep)
@@ -119,7 +128,7 @@ def load_notmnist(
 _ANNOUNCE_BYTES = 2_000_000
 
 
-def source_digest(path: str, format: str = "auto") -> str:
+def source_digest(path: str, format: SourceFormat) -> str:
     """The digest of a source's content (as `DataReport.source_digest`), without reading
     its images: what retraining compares to decide whether the data changed."""
     fmt, source = locate(Path(path).expanduser(), format)
@@ -127,13 +136,14 @@ def source_digest(path: str, format: str = "auto") -> str:
 
 
 def load_holdout(
+    *,
     path: str,
-    format: str = "auto",
-    convert: bool = False,
-    allow_pickle: bool = False,
-    cache_dir: str | None = None,
-    max_member_bytes: int = sources.MAX_MEMBER_BYTES,
-    max_total_bytes: int = sources.MAX_TOTAL_BYTES,
+    format: SourceFormat,
+    convert: bool,
+    allow_pickle: bool,
+    cache_dir: str | None,
+    max_member_bytes: int,
+    max_total_bytes: int,
 ) -> tuple[Split, str]:
     """Every distinct image of a source as one split (a frozen evaluation set), and the
     source's digest. Exact copies count once; copies that disagree on the letter are

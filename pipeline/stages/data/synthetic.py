@@ -104,19 +104,22 @@ def _inverse_affine(
 
 def render_letters(
     n: int,
+    *,
     seed: int,
     fonts: Sequence[str],
-    max_rotation_deg: float = 10.0,
-    max_shear: float = 0.25,
-    min_scale: float = 0.6,
-    max_shift: float = 2.0,
-    noise_std: float = 12.0,
+    max_rotation_deg: float,
+    max_shear: float,
+    min_scale: float,
+    max_shift: float,
+    noise_std: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render `n` letters, balanced over A-J: (uint8 images (n, 28, 28), uint8 labels (n,)).
 
     Each image takes a random face and stroke weight, is stretched to a random box that
     fills `min_scale`..1 of the frame on each axis (notMNIST stretches glyphs to fill it),
     sheared, rotated, shifted by up to `max_shift` pixels, and gets Gaussian pixel noise.
+    The distortions have no defaults here: conf/data/synthetic.yaml's are
+    `SyntheticDataConfig.distortions()`.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -150,6 +153,7 @@ _ANNOUNCE = 10_000  # letters: about 2 s of rendering on our 2-core machine
 
 
 def load_synthetic(
+    *,
     train_size: int,
     valid_size: int,
     test_size: int,
@@ -160,10 +164,11 @@ def load_synthetic(
     min_scale: float,
     max_shift: float,
     noise_std: float,
-    cache: bool = True,
-    cache_dir: str | None = None,
+    cache: bool,
+    cache_dir: str | None,
 ) -> Dataset:
     """Render train+valid+test letters in one stream and split them, stratified by letter.
+    Its arguments are conf/data/synthetic.yaml's keys, keyword-only with no defaults.
 
     Rendering 24,000 letters takes about 5 s, so the result is cached, keyed by every
     argument and the Pillow and matplotlib versions that draw the fonts: the same bytes
@@ -196,7 +201,7 @@ def load_synthetic(
     def render() -> Pool:
         if n >= _ANNOUNCE:  # one line, so that a first run does not look stuck
             log.info("Rendering %d letters (about %.0f s, once: then cached)", n, n / 5000)
-        return Pool(*render_letters(n, seed, fonts, **distortions))
+        return Pool(*render_letters(n, seed=seed, fonts=fonts, **distortions))
 
     pool, hit = cached_pool(resolve_cache_dir(cache_dir) if cache else None, entry, render)
     parts = stratified_split(pool.labels, (train_size, valid_size, test_size), seed)

@@ -10,10 +10,10 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from conftest import rendered
 from PIL import Image
 
 from pipeline.stages.data import CLASSES
-from pipeline.stages.data.synthetic import render_letters
 
 
 def png(pixels: np.ndarray, mode: str = "L") -> bytes:
@@ -23,7 +23,7 @@ def png(pixels: np.ndarray, mode: str = "L") -> bytes:
 
 
 def letters(n_per_letter: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = render_letters(10 * n_per_letter, seed=seed, fonts=("DejaVuSans.ttf",))
+    images, labels = rendered(10 * n_per_letter, seed=seed, fonts=("DejaVuSans.ttf",))
     order = np.argsort(labels, kind="stable")
     return images[order], labels[order]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_SAMPLE, cli
+from conftest import SHARED_SAMPLE, cli, notmnist_args
 from make_sources import (
     letters,
     png,
@@ -35,13 +35,12 @@ needs_sample = pytest.mark.skipif(
 
 def _load(path: Path, tmp_path: Path, **kw):
     args = {
-        "path": str(path),
         "train_size": 0.6,
         "valid_size": 0.2,
         "test_size": 0.2,
         "cache_dir": str(tmp_path / "cache"),
     }
-    return load_notmnist(**{**args, **kw})
+    return load_notmnist(**notmnist_args(path, **{**args, **kw}))
 
 
 def _assert_disjoint(data) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import pickle
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, notmnist_args
 from make_sources import (
     letters,
     png,
@@ -227,13 +228,15 @@ def test_detect_refuses_ambiguous_or_empty_folders(tmp_path: Path, sample) -> No
 
 _GIB = 1 << 30
 _LOAD_AND_REPORT_PEAK = """
+import json
 import sys
 from pipeline.stages.data import DataError
 from pipeline.stages.data.cache import folder_digest
 from pipeline.stages.data.notmnist import load_notmnist
-for path in sys.argv[1:]:
+settings = json.loads(sys.argv[1])  # conf/data/notmnist.yaml's, from the test
+for path in sys.argv[2:]:
     try:
-        load_notmnist(path, cache=False)
+        load_notmnist(**{**settings, "path": path})
         print("loaded", path)
     except DataError as exc:
         print(f"data error: {exc}")
@@ -269,6 +272,7 @@ def test_bombs_are_refused_naming_the_member_in_little_memory(tmp_path: Path) ->
             sys.executable,
             "-c",
             _LOAD_AND_REPORT_PEAK,
+            json.dumps(notmnist_args(None, cache=False)),
             str(tar),
             *map(str, sorted(tmp_path.glob("*/x-i*"))),
         ],
@@ -457,7 +461,7 @@ def test_sources_that_are_not_regular_files_are_refused(tmp_path: Path, sample) 
         detect(fifo)
     for path, fmt in ((fifo, "tar"), (zero, "idx"), (zero, "auto")):
         with pytest.raises(DataError, match=r"is a (FIFO|character device).*; refused$"):
-            load_notmnist(str(path), format=fmt, cache_dir=str(tmp_path / "cache"))
+            load_notmnist(**notmnist_args(path, format=fmt, cache_dir=str(tmp_path / "cache")))
     with pytest.raises(DataError, match=r"is a character device \(a link to /dev/zero\)"):
         read_idx(zero, tmp_path / "labels")
 

@@ -4,40 +4,29 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import rendered, synthetic_args
 
 from pipeline.stages.data import CLASSES, DataError, Split, load_synthetic
-from pipeline.stages.data.synthetic import render_letters
 
 FONTS = ("DejaVuSans.ttf", "cmr10.ttf", "STIXGeneralItalic.ttf")
 
 
 def _load(seed: int = 0, **kw: object):
-    args = {
-        "train_size": 200,
-        "valid_size": 50,
-        "test_size": 50,
-        "seed": seed,
-        "fonts": FONTS,
-        "max_rotation_deg": 10.0,
-        "max_shear": 0.25,
-        "min_scale": 0.6,
-        "max_shift": 2.0,
-        "noise_std": 12.0,
-    }
-    return load_synthetic(**{**args, **kw})
+    args = {"train_size": 200, "valid_size": 50, "test_size": 50, "seed": seed, "fonts": FONTS}
+    return load_synthetic(**synthetic_args(**{**args, **kw}))
 
 
 def test_same_seed_same_bytes() -> None:
-    a_images, a_labels = render_letters(120, seed=5, fonts=FONTS)
-    b_images, b_labels = render_letters(120, seed=5, fonts=FONTS)
+    a_images, a_labels = rendered(120, seed=5, fonts=FONTS)
+    b_images, b_labels = rendered(120, seed=5, fonts=FONTS)
     assert a_images.tobytes() == b_images.tobytes()
     assert a_labels.tobytes() == b_labels.tobytes()
-    c_images, _ = render_letters(120, seed=6, fonts=FONTS)
+    c_images, _ = rendered(120, seed=6, fonts=FONTS)
     assert a_images.tobytes() != c_images.tobytes()
 
 
 def test_images_are_raw_balanced_letters() -> None:
-    images, labels = render_letters(200, seed=0, fonts=FONTS)
+    images, labels = rendered(200, seed=0, fonts=FONTS)
     assert images.shape == (200, 28, 28)
     assert images.dtype == np.uint8
     assert labels.dtype == np.uint8
@@ -49,15 +38,15 @@ def test_images_are_raw_balanced_letters() -> None:
 
 
 def test_noise_free_images_differ_only_by_noise() -> None:
-    clean, _ = render_letters(50, seed=1, fonts=FONTS, noise_std=0.0)
-    noisy, _ = render_letters(50, seed=1, fonts=FONTS, noise_std=12.0)
+    clean, _ = rendered(50, seed=1, fonts=FONTS, noise_std=0.0)
+    noisy, _ = rendered(50, seed=1, fonts=FONTS, noise_std=12.0)
     diff = noisy.astype(int) - clean.astype(int)
     assert 5 < np.abs(diff).mean() < 15
 
 
 def test_unknown_font_names_it() -> None:
     with pytest.raises(DataError, match=r"NoSuchFont\.ttf"):
-        render_letters(10, seed=0, fonts=("NoSuchFont.ttf",))
+        rendered(10, seed=0, fonts=("NoSuchFont.ttf",))
 
 
 def test_splits_have_requested_sizes_and_class_mix() -> None:

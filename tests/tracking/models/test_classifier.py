@@ -94,11 +94,11 @@ def test_the_scoring_servers_rewrite_cannot_push_a_dump_in_front() -> None:
 def logged_folder(tmp_path_factory: pytest.TempPathFactory):
     """A model folder as MLflow downloads it: MLmodel and the network's .keras file."""
     import yaml
+    from conftest import new_model
 
-    from pipeline.stages.model import build_model
     from pipeline.tracking.models.files import save_model_files
 
-    files = save_model_files(build_model(hidden_units=(8,), dropout_rate=0.5, l2_beta=0.0), PIXELS)
+    files = save_model_files(new_model(hidden_units=(8,), dropout_rate=0.5, l2_beta=0.0), PIXELS)
     folder = tmp_path_factory.mktemp("model")
     (folder / "artifacts").mkdir()
     (folder / "artifacts" / "model.keras").write_bytes(Path(files.keras_file).read_bytes())
@@ -189,15 +189,14 @@ def test_loading_a_model_never_runs_the_code_it_carries(tmp_path: Path) -> None:
     from urllib.parse import urlparse
 
     import mlflow
-    from conftest import settings
+    from conftest import new_model, settings
 
-    from pipeline.stages.model import build_model
     from pipeline.tracking.models.classifier import load_keras, log_keras_model
     from pipeline.tracking.store.connect import open_store
 
     store = open_store(settings().tracking)
     with mlflow.start_run(experiment_id=store.experiment_id):
-        uri = log_keras_model(build_model(hidden_units=(8,), dropout_rate=0.0), PIXELS)
+        uri = log_keras_model(new_model(hidden_units=(8,), dropout_rate=0.0), PIXELS)
     logged = mlflow.get_logged_model(uri.removeprefix("models:/"))
     location = Path(urlparse(logged.artifact_location).path)
     marker = tmp_path / "owned"

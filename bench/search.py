@@ -52,6 +52,7 @@ def study(scratch: Path, name: str, trials: int, extra: list[str]) -> dict[str, 
         f"search.study={name}",
         f"search.n_trials={trials}",
         "search.pruner=none",
+        "search.rerun_top=0",  # trials only: the best's reruns over seeds are not trials
         f"hydra.run.dir={scratch / 'out' / name}",
         *TRIAL,
         *extra,

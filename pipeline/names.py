@@ -113,6 +113,8 @@ class Tag:
     SEARCH_STUDY: Final = "search.study"
     SEARCH_STORAGE: Final = "search.storage"
     SEARCH_TRIAL: Final = "search.trial"  # the Optuna trial number of a child run
+    SEARCH_RERUN_OF: Final = "search.rerun_of"  # a top trial's rerun with another seed: its number
+    SEARCH_SEED: Final = "search.seed"  # that rerun's train.seed
     PRUNED: Final = "pruned"
 
 

@@ -16,6 +16,27 @@ from pipeline.errors import Abort
 
 T = TypeVar("T")
 
+# Hydra's flags that take the next argument as their value (`--info` takes one of these)
+VALUE_FLAGS = frozenset(
+    {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn"}
+    | {"--config-dir", "-cd", "--experimental-rerun"}
+)
+INFO_VALUES = frozenset({"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"})
+
+
+def with_override(args: Sequence[str], extra: Sequence[str]) -> list[str]:
+    """`args` with `extra` overrides among the user's own: Hydra's parser takes overrides as
+    one run of positionals, so an override after the user's flags (`x=1 --cfg job`) would be
+    refused, and one before them splits `--cfg job x=1`. It goes after the first override,
+    or last when there is none."""
+    for i, arg in enumerate(args):
+        value_of_flag = i > 0 and (
+            args[i - 1] in VALUE_FLAGS or (args[i - 1] in {"--info", "-i"} and arg in INFO_VALUES)
+        )
+        if not arg.startswith("-") and not value_of_flag:
+            return [*args[: i + 1], *extra, *args[i + 1 :]]
+    return [*args, *extra]
+
 
 def run_hydra(
     config: str,
@@ -59,7 +80,7 @@ def run_hydra(
     # the job's name (its log file's, `train.log`) is the command's, not this module's
     named = any(a.startswith("hydra.job.name=") for a in args)
     name_it = [] if named else [f"hydra.job.name={task.__module__.rpartition('.')[2]}"]
-    argv, sys.argv = sys.argv, [sys.argv[0], *args, *name_it]  # (after Hydra's own flags)
+    argv, sys.argv = sys.argv, [sys.argv[0], *with_override(args, name_it)]
     try:
         main()
     except (HydraException, OmegaConfBaseException) as exc:

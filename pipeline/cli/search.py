@@ -39,8 +39,8 @@ def _job(cfg: DictConfig) -> None:
     search = validate_search(search_raw, settings)
 
     _process.import_tensorflow_without_jax()
-    from pipeline.jobs import search as job
+    from pipeline.jobs.search.command import main
 
     space = str(HydraConfig.get().runtime.choices.get("search", ""))
     hydra_overrides = list(HydraConfig.get().overrides.hydra)  # hydra.searchpath=...
-    job.main(search, settings, overrides, f"search={space}", hydra_overrides)
+    main(search, settings, overrides, f"search={space}", hydra_overrides)

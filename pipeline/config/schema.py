@@ -506,6 +506,37 @@ class ParamSpec(_Section):
 
 
 StudyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _export_path(value: str) -> str:
+    """`search.export`: a folder, or a YAML file in a folder named `experiment`, since Hydra
+    finds `experiment=<name>` only as `experiment/<name>.yaml` in a config folder."""
+    from pathlib import PurePath
+
+    if not value.strip():
+        raise ValueError("give a folder or a .../experiment/<name>.yaml file")
+    path = PurePath(value)
+    if path.suffix in (".yaml", ".yml"):
+        if path.parent.name != "experiment":
+            raise ValueError(
+                f"an experiment file goes in a folder named experiment/ (Hydra finds "
+                f"experiment=<name> there): give the folder ({path.parent}) or "
+                f"{path.parent / 'experiment' / path.name}"
+            )
+        if path.suffix != ".yaml" or not _NAME.fullmatch(path.stem):
+            raise ValueError(
+                "the file's name must be <name>.yaml, with letters, digits, '_', '.', '-'"
+            )
+    return value
+
+
+def export_name(export: str, study: str) -> str:
+    """The experiment's name (`experiment=<name>`) that `search.export` writes."""
+    from pathlib import PurePath
+
+    path = PurePath(export)
+    return path.stem if path.suffix == ".yaml" else f"{study}_best"
 
 
 class SearchConfig(_Section):
@@ -532,8 +563,16 @@ class SearchConfig(_Section):
         description="a trial silent this long is failed and retried (its worker died)"
     )
     max_retry: NonNegativeInt = Field(description="retries of a trial whose worker died")
-    export: StudyName | None = Field(
-        description="<name>: also write the best trial as an experiment file"
+    export: Annotated[str, AfterValidator(_export_path)] | None = Field(
+        description="a folder (writes <folder>/experiment/<study>_best.yaml) or a file "
+        ".../experiment/<name>.yaml: where the best trial's experiment file goes, to run "
+        "with notmnist --config-dir <folder> experiment=<name>"
+    )
+    rerun_top: NonNegativeInt = Field(
+        description="before the export, the best trials run again over more seeds (0: none)"
+    )
+    rerun_seeds: NonNegativeInt = Field(
+        description="more train.seed values for each of those: train.seed+1, +2, ..."
     )
     report_only: Bool = Field(description="only (re)build the study's report (`search report`)")
     params: Annotated[dict[str, ParamSpec], Field(min_length=1)] = Field(
@@ -562,6 +601,13 @@ def validate_search(raw: object, base: AppConfig) -> SearchConfig:
     except ValidationError as exc:
         problems = dict.fromkeys(_describe_search(err) for err in exc.errors())
         raise ConfigError("; ".join(problems)) from None
+    if search.export is not None:
+        name = export_name(search.export, search.study)
+        if (config_dir() / "experiment" / f"{name}.yaml").exists():
+            raise ConfigError(
+                f"search.export={search.export}: experiment={name} is one of the project's own "
+                f"experiments: name the file otherwise (.../experiment/<name>.yaml)"
+            )
     tree = base.model_dump(mode="json")
     for key, spec in search.params.items():
         _check_setting(key, tree)

@@ -152,3 +152,27 @@ def test_interrupted_is_exit_130(capsys: pytest.CaptureFixture[str], monkeypatch
     code, line = _line(capsys, "report", "experiment=x")
     assert code == 130
     assert line.startswith("interrupted: stopped by Ctrl-C or SIGTERM")
+
+
+@pytest.mark.parametrize(
+    ("args", "overrides"),
+    [
+        (["x=1", "--cfg", "job"], ["x=1"]),
+        (["--cfg", "job", "x=1", "y=2"], ["x=1", "y=2"]),
+        (["-sc", "install=bash"], ["install=bash"]),
+        (["--info", "defaults", "x=1"], ["x=1"]),
+        (["--config-name", "x=1"], []),
+        (["--cfg", "job"], []),
+    ],
+)
+def test_the_job_name_joins_the_users_overrides_where_hydra_parses_them(
+    args: list[str], overrides: list[str]
+) -> None:
+    """Hydra's parser takes overrides as one run of positionals: the job's name goes among
+    them, whichever side of Hydra's flags the user wrote them (`x=1 --cfg job` was refused)."""
+    from hydra._internal.utils import get_args_parser
+
+    from pipeline.cli._hydra import with_override
+
+    parsed = get_args_parser().parse_args(with_override(args, ["hydra.job.name=train"]))
+    assert sorted(parsed.overrides) == sorted([*overrides, "hydra.job.name=train"])

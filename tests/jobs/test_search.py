@@ -8,23 +8,21 @@ data with 2-3 epochs.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pandas as pd
 import pytest
-from conftest import CONF_DIR, ENDLESS, PROJECT_ROOT, TINY, assert_quiet, cli, wait_for_epoch
+from conftest import CONF_DIR, PROJECT_ROOT, TINY, assert_quiet, cli, wait_for_epoch
 from mlflow.tracking import MlflowClient
 
-from pipeline.jobs.search import _best_trial, check_storage, journal_path
+from pipeline.jobs.search.storage import check_storage, journal_path
 from pipeline.names import Tag
-from pipeline.reporting.comparison import compare
 
 pytestmark = pytest.mark.slow
 
@@ -65,38 +63,51 @@ def _study(search: str, storage: str | None = None) -> optuna.Study:
 
 
 @pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A 5-trial study of the pruning space (most learning rates too small to learn in
-    3 epochs), exported as an experiment of its own."""
+    3 epochs), its best 2 trials rerun with one more seed each, exported into a config folder
+    of its own."""
     root = tmp_path_factory.mktemp("study")
     store_uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
-    export = f"test_searched_{uuid.uuid4().hex[:8]}"
-    args = (*QUICK, "search=pruning", "search.n_trials=5", f"search.export={export}")
+    before = set((CONF_DIR / "experiment").iterdir())
+    args = (*STUDY, f"search.export={root / 'conf'}")
     result = cli("search", *args, env=_env(store_uri, root / "cache"))
-    exported = CONF_DIR / "experiment" / f"{export}.yaml"
-    try:
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert_quiet(result)
-        yield {
-            "store_uri": store_uri,
-            "root": root,
-            "export": export,
-            "exported": exported.read_text(),
-            "runs": _runs(store_uri),
-            "study": _study(str(journal_path(store_uri, "pruning"))),
-        }
-    finally:
-        exported.unlink(missing_ok=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_quiet(result)
+    assert set((CONF_DIR / "experiment").iterdir()) == before  # never into the package
+    return {
+        "store_uri": store_uri,
+        "root": root,
+        "output": result.stdout + result.stderr,
+        "exported": (root / "conf" / "experiment" / "pruning_best.yaml").read_text(),
+        "runs": _runs(store_uri),
+        "study": _study(str(journal_path(store_uri, "pruning"))),
+    }
 
 
-def _best_number(tiny_study: dict[str, Any]) -> int:
-    """The best trial as sweeps rank runs: the highest valid accuracy, ties (common on tiny
-    valid sets) by the lower penalty-free valid loss."""
-    finished = tiny_study["runs"][tiny_study["runs"]["status"] == "FINISHED"]
+STUDY = (
+    *QUICK,
+    "search=pruning",
+    "search.n_trials=5",
+    "search.rerun_top=2",
+    "search.rerun_seeds=1",
+)
+
+
+def _ranked(tiny_study: dict[str, Any]) -> list[int]:
+    """The study's finished trials as sweeps rank runs: the highest valid accuracy, ties
+    (common on tiny valid sets) by the lower penalty-free valid loss."""
+    _, children = _parent_and_children(tiny_study["runs"])
+    finished = children[children["status"] == "FINISHED"]
     ranked = finished.sort_values(
         ["metrics.best_val_accuracy", "metrics.best_val_data_loss"], ascending=[False, True]
     )
-    return int(ranked.iloc[0][f"tags.{Tag.SEARCH_TRIAL}"])
+    return [int(n) for n in ranked[f"tags.{Tag.SEARCH_TRIAL}"]]
+
+
+def _study_runs(store_uri: str) -> pd.DataFrame:
+    runs = _runs(store_uri)
+    return runs[runs[f"tags.{Tag.SEARCH_STUDY}"] == "pruning"]
 
 
 def test_study_is_one_parent_with_a_child_run_per_trial(tiny_study: dict[str, Any]) -> None:
@@ -134,24 +145,75 @@ def test_report_on_the_parent(tiny_study: dict[str, Any]) -> None:
     search = {a.path for a in client.list_artifacts(parent["run_id"], "search")}
     figures = ("optimization_history", "param_importances", "parallel_coordinate", "slice")
     assert {f"search/{name}.png" for name in figures} <= search
-    assert {"search/trials.csv", "search/best_experiment.yaml"} <= search
+    assert {"search/trials.csv", "search/best_experiment.yaml", "search/seeds.md"} <= search
+    assert "search/started_with.json" in search
     comparison = {a.path for a in client.list_artifacts(parent["run_id"], "comparison")}
     assert {"comparison/comparison.csv", "comparison/report.md"} <= comparison
-    assert parent[f"tags.{Tag.SEARCH}.best_trial"] == str(_best_number(tiny_study))
+    assert int(parent[f"tags.{Tag.SEARCH}.best_trial"]) in _ranked(tiny_study)[:2]
     logged = client.download_artifacts(parent["run_id"], "search/best_experiment.yaml")
     assert Path(logged).read_text() == tiny_study["exported"]
 
 
-def test_exported_experiment_reproduces_the_best_trial(tiny_study: dict[str, Any]) -> None:
-    """`experiment=<exported>` with only the data overrides: the same metrics to the digit."""
+def test_best_trials_rerun_over_seeds_and_the_best_mean_is_exported(
+    tiny_study: dict[str, Any],
+) -> None:
+    """The 2 best trials train again with train.seed + 1, nested under their own runs; the
+    exported trial is the one whose mean valid accuracy over both seeds is the highest."""
     runs = tiny_study["runs"]
-    trial_run = runs[runs[f"tags.{Tag.SEARCH_TRIAL}"] == str(_best_number(tiny_study))].iloc[0]
-    data = [o for o in TINY if o.startswith("data.")]
-    result = cli(
-        f"experiment={tiny_study['export']}",
-        *data,
-        "tracking.log_model=false",
+    parent, children = _parent_and_children(runs)
+    reruns = runs[runs[f"tags.{Tag.SEARCH_RERUN_OF}"].notna()]
+    top = _ranked(tiny_study)[:2]
+    assert sorted(reruns[f"tags.{Tag.SEARCH_RERUN_OF}"].astype(int)) == sorted(top)
+    assert set(reruns["status"]) == {"FINISHED"}
+    assert set(reruns[f"tags.{Tag.SEARCH_SEED}"]) == {"43"}  # train.seed 42 + 1
+    by_trial = children.set_index(f"tags.{Tag.SEARCH_TRIAL}")
+    means = {}
+    for number in top:
+        own = by_trial.loc[str(number)]
+        again = reruns[reruns[f"tags.{Tag.SEARCH_RERUN_OF}"] == str(number)].iloc[0]
+        assert again[f"tags.{Tag.PARENT_RUN_ID}"] == own["run_id"]
+        pair = [own["metrics.best_val_accuracy"], again["metrics.best_val_accuracy"]]
+        data_loss = [own["metrics.best_val_data_loss"], again["metrics.best_val_data_loss"]]
+        means[number] = (-sum(pair) / 2, sum(data_loss) / 2)
+    best = min(means, key=lambda n: means[n])
+    assert parent[f"tags.{Tag.SEARCH}.best_trial"] == str(best)
+    assert parent[f"tags.{Tag.SEARCH}.best_run_id"] == by_trial.loc[str(best), "run_id"]
+    assert parent["metrics.seeds.best_val_accuracy.mean"] == pytest.approx(-means[best][0])
+    client = MlflowClient(tiny_study["store_uri"])
+    table = Path(client.download_artifacts(parent["run_id"], "search/seeds.md")).read_text()
+    assert f"| {best} | " in table
+    assert "± " in table
+
+
+def _printed_command(output: str) -> list[str]:
+    """The command the search printed to run its exported best, as argv."""
+    line = next(x for x in output.splitlines() if "Run it: " in x)
+    return shlex.split(line.split("Run it: ", 1)[1])
+
+
+def test_export_goes_where_the_user_says(tiny_study: dict[str, Any]) -> None:
+    args = _printed_command(tiny_study["output"])
+    folder = tiny_study["root"] / "conf"
+    assert args[:5] == ["notmnist", "train", "--config-dir", str(folder), "experiment=pruning_best"]
+    assert args[5:] == [o for o in TINY if o.startswith("data.")]  # the study's own data
+    assert f"# Run it: {shlex.join(args)}" in tiny_study["exported"]
+
+
+def test_the_printed_command_reproduces_the_exported_trial(tiny_study: dict[str, Any]) -> None:
+    """The printed command, as written (from another folder), trains the exported trial's
+    config on the study's data: the same metrics to the digit."""
+    runs = tiny_study["runs"]
+    parent, _ = _parent_and_children(runs)
+    trial_run = runs[runs["run_id"] == parent[f"tags.{Tag.SEARCH}.best_run_id"]].iloc[0]
+    args = _printed_command(tiny_study["output"])
+    assert args[0] == "notmnist"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", *args[1:]],
+        cwd=tiny_study["root"],
         env=_env(tiny_study["store_uri"], tiny_study["root"] / "cache"),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     again = _runs(tiny_study["store_uri"])
@@ -161,14 +223,64 @@ def test_exported_experiment_reproduces_the_best_trial(tiny_study: dict[str, Any
         assert rerun.iloc[0][f"metrics.{metric}"] == trial_run[f"metrics.{metric}"], metric
 
 
-def test_report_on_demand(tiny_study: dict[str, Any]) -> None:
-    """`python -m pipeline.search report` logs the report again; an unknown study is an error
-    of one line, not a new empty study."""
+def test_a_finished_study_says_so(tiny_study: dict[str, Any]) -> None:
+    """The same command again runs nothing and says what the study holds and where its report
+    is (it said `This worker ran 0 trials`)."""
     env = _env(tiny_study["store_uri"], tiny_study["root"] / "cache")
-    again = cli("search", "report", "search=pruning", env=env)
+    before = _study_runs(tiny_study["store_uri"])
+    result = cli("search", *STUDY, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent, _ = _parent_and_children(tiny_study["runs"])
+    output = result.stdout + result.stderr
+    said = next(x for x in output.splitlines() if "is finished" in x)
+    assert "Study 'pruning' is finished: 5 trials (" in said
+    assert "for search.n_trials=5" in said
+    assert parent["run_id"] in said
+    assert "ran 0 trials" not in output
+    after = _study_runs(tiny_study["store_uri"])
+    assert sorted(after["run_id"]) == sorted(before["run_id"])
+    assert set(after.loc[after["run_id"] == parent["run_id"], "status"]) == {"FINISHED"}
+
+
+def test_a_worker_with_other_data_or_settings_is_refused(tiny_study: dict[str, Any]) -> None:
+    """Other data (another split seed: other images) and another epoch budget: one line
+    naming the study, each difference and the study to start instead; no trial, no run."""
+    env = _env(tiny_study["store_uri"], tiny_study["root"] / "cache")
+    before = _study_runs(tiny_study["store_uri"])
+    result = cli("search", *STUDY, "data.seed=1", "train.epochs=2", env=env)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("config error: study 'pruning' was started with other settings: ")
+    digest = _study(str(journal_path(tiny_study["store_uri"], "pruning"))).user_attrs[
+        "started_with"
+    ]["data.digest"]
+    assert f"data.digest {digest[:12]} -> " in line
+    assert "data.seed 0 -> 1, train.epochs 3 -> 2." in line
+    assert "(search.study=pruning-" in line
+    assert len(_study(str(journal_path(tiny_study["store_uri"], "pruning"))).trials) == 5
+    assert sorted(_study_runs(tiny_study["store_uri"])["run_id"]) == sorted(before["run_id"])
+
+
+def test_report_on_demand(tiny_study: dict[str, Any]) -> None:
+    """`notmnist search report` logs the report again (training nothing: the reruns are
+    found); an unknown study is an error of one line, not a new empty study."""
+    env = _env(tiny_study["store_uri"], tiny_study["root"] / "cache")
+    before = _study_runs(tiny_study["store_uri"])
+    again = cli(
+        "search", "report", "search=pruning", "search.rerun_top=2", "search.rerun_seeds=1", env=env
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     parent, _ = _parent_and_children(_runs(tiny_study["store_uri"]))
     assert parent["status"] == "FINISHED"
+    assert (
+        parent[f"tags.{Tag.SEARCH}.best_trial"]
+        == (
+            tiny_study["runs"]
+            .loc[tiny_study["runs"]["run_id"] == parent["run_id"]]
+            .iloc[0][f"tags.{Tag.SEARCH}.best_trial"]
+        )
+    )
+    assert len(_study_runs(tiny_study["store_uri"])) == len(before)
     unknown = cli("search", "report", "search=pruning", "search.study=nope", env=env)
     assert unknown.returncode == 2
     assert unknown.stderr.strip().splitlines()[-1] == (
@@ -191,6 +303,7 @@ def test_two_workers_on_postgres(postgres_db: str, store_uri: str, tmp_path: Pat
         "search.n_trials=4",
         "search.workers=2",
         "search.pruner=none",
+        "search.rerun_top=0",
         f"search.storage={postgres_db}",
     )
     result = cli("search", *args, env=_env(store_uri, tmp_path / "cache"))
@@ -216,9 +329,13 @@ def test_killed_worker_trial_is_retried(store_uri: str, tmp_path: Path) -> None:
     stale, marks it failed (and its MLflow run FAILED) and runs it again."""
     env = _env(store_uri, tmp_path / "cache")
     study = ("search=pruning", "search.study=kill", "search.n_trials=1", "search.pruner=none")
+    study += ("search.rerun_top=0",)
     beats = ("search.heartbeat_seconds=1", "search.grace_seconds=3")
+    # the same settings for both workers (a study refuses others): long enough to be killed
+    # in, short enough to run again
+    long = (*QUICK, "train.epochs=30", "train.early_stopping.enabled=false")
     endless = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "search", *ENDLESS, *study, *beats],
+        [sys.executable, "-m", "pipeline", "search", *long, *study, *beats],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -231,7 +348,7 @@ def test_killed_worker_trial_is_retried(store_uri: str, tmp_path: Path) -> None:
     finally:  # the worker and its run recorder at once, as a lost machine: nothing ends the run
         os.killpg(endless.pid, signal.SIGKILL)
         endless.communicate()
-    result = cli("search", *QUICK, "train.epochs=2", *study, *beats, env=env)
+    result = cli("search", *long, *study, *beats, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
 
     trials = _study(str(journal_path(store_uri, "kill"))).trials
@@ -244,25 +361,3 @@ def test_killed_worker_trial_is_retried(store_uri: str, tmp_path: Path) -> None:
     assert by_trial.loc["0", "status"] == "FAILED"
     assert "worker died" in by_trial.loc["0", f"tags.{Tag.ERROR}"]
     assert by_trial.loc["1", "status"] == "FINISHED"
-
-
-def test_a_tie_in_valid_accuracy_goes_to_the_run_the_comparison_ranks_first() -> None:
-    """Optuna's `best_trial` breaks ties by trial number; the exported config must be the
-    report's best run (ties broken by the lower penalty-free valid loss), as in a real study
-    where trials 13, 30 and 46 all reached 0.9301."""
-    study = optuna.create_study(direction="maximize")
-    for value in (0.93, 0.93, 0.91):
-        study.add_trial(optuna.trial.create_trial(value=value))
-    runs = pd.DataFrame(
-        {
-            "run_id": ["r0", "r1", "r2"],
-            "status": ["FINISHED"] * 3,
-            f"tags.{Tag.SEARCH_TRIAL}": ["0", "1", "2"],
-            "metrics.best_val_accuracy": [0.93, 0.93, 0.91],
-            "metrics.best_val_data_loss": [0.32, 0.30, 0.25],
-            "metrics.test_accuracy": [0.90, 0.91, 0.89],
-        }
-    )
-    assert study.best_trial.number == 0
-    assert _best_trial(study, runs, compare(runs).best).number == 1
-    assert _best_trial(study, runs, None).number == 0  # no runs to rank: Optuna's

@@ -214,6 +214,16 @@ def _start(
     return mlflow.start_run(run_id=made.info.run_id)
 
 
+def reopen_run(run_id: str, client: MlflowClient) -> None:
+    """Run `run_id` (made by `open_run`, maybe in another process) goes on in this one:
+    RUNNING again, with this process's tags, so that `maintenance` looks at this process."""
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in process_tags().items()])
+    if client.get_run(run_id).info.status != "RUNNING":
+        client.update_run(run_id, status="RUNNING")
+
+
 def end_run(
     run_id: str,
     status: str,

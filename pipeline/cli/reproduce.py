@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.cli import _process
+from pipeline import process
 from pipeline.config.schema import ReproduceConfig, from_args
 from pipeline.errors import ConfigError, NotIdenticalError, TrackingError
 
@@ -20,7 +20,7 @@ def run(args: list[str]) -> int:
 
     uri = reach(settings.tracking_uri)
     given = {f"data.{k}": v for k, v in settings.data.model_dump(exclude_none=True).items()}
-    _process.import_tensorflow_without_jax()
+    process.import_tensorflow_without_jax()
     from mlflow.exceptions import MlflowException
 
     from pipeline.config.compose import default_tracking
@@ -29,7 +29,7 @@ def run(args: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tracking = default_tracking().model_copy(update={"uri": uri})
     try:
-        result = reproduce(settings.run_id, tracking, given, started=_process.STARTED)
+        result = reproduce(settings.run_id, tracking, given, started=process.STARTED)
     except MlflowException as exc:
         message = str(exc.message).strip().splitlines()[0]
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -141,9 +143,12 @@ def run(
         run_tags[Tag.RESUMED] = str(resumed.times + 1)
         parent_run_id = None
     run_tags[Tag.CHECKPOINT] = checkpoints.name
-    with recorded_run(
-        store, cfg.tracking.run_name, parent_run_id, run_tags, resume, wait=wait
-    ) as active:
+    with (
+        recorded_run(
+            store, cfg.tracking.run_name, parent_run_id, run_tags, resume, wait=wait
+        ) as active,
+        Meanwhile() as meanwhile,
+    ):
         if resume is None:
             active.log(LogConfig(cfg.model_dump(mode="json"), list(overrides)))
         with phases("data"):
@@ -154,8 +159,9 @@ def run(
                 f"{dataset.digest()[:16]}..., the run trained on {expected_data_digest[:16]}..."
             )
         if resume is None:  # (a resumed run logged its data before)
-            with phases("logging"):
-                active.log(data_record(dataset))
+            # made while the model builds and trains: it is seconds of NumPy and hashing
+            # over every pixel, which release the interpreter (the helper logs it meanwhile)
+            meanwhile(functools.partial(_log_data, active, dataset))
         else:
             with phases("logging"):
                 check_same_data(store, active.run_id, dataset)
@@ -247,6 +253,35 @@ def run(
     return {**metrics, **phases.metrics()}
 
 
+class Meanwhile:
+    """Work done in a thread while the block goes on; leaving the block waits for it and
+    raises its error (unless the block raises its own)."""
+
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+        self.errors: list[BaseException] = []
+
+    def __call__(self, work: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                work()
+            except BaseException as exc:
+                self.errors.append(exc)
+
+        thread = threading.Thread(target=guarded, name="meanwhile", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def __enter__(self) -> Meanwhile:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        for thread in self.threads:
+            thread.join()
+        if self.errors and kind is None:
+            raise self.errors[0]
+
+
 def data_record(dataset: Dataset) -> LogData:
     """What a run records of its data: its identity (a SHA-256 over every pixel and label of
     each split, as tags and as MLflow inputs) and its card. Only numbers go to the
@@ -279,6 +314,10 @@ def data_record(dataset: Dataset) -> LogData:
         card=card,
         samples=Samples(card.samples, dataset.classes, dataset.format),
     )
+
+
+def _log_data(active: RecordedRun, dataset: Dataset) -> None:
+    active.log(data_record(dataset))
 
 
 def check_fits(cfg: AppConfig) -> None:

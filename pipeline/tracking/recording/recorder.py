@@ -4,8 +4,9 @@ Why a process: importing MLflow and opening its store cost seconds of Python, as
 importing TensorFlow, and on a small machine each runs on one core. In one process they
 queue behind each other (threads do not help: both hold the interpreter lock); in two, they
 overlap. So a trainer starts the helper (`pipeline.tracking.recording.writer`) first, sends it each
-thing to record as soon as it is known, and never imports MLflow itself: params and data
-card are logged while training runs, the figures and the model while the trainer moves on.
+thing to record as soon as it is known (a typed request, `protocol`), and never imports MLflow
+itself: params and data card are logged while training runs, the figures and the model while
+the trainer moves on.
 
 The guarantees are those of a run logged in-process:
 - requests are carried out in the order they were sent, each run's in its own MLflow run;
@@ -28,6 +29,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -84,6 +86,7 @@ class Recorder:
         theirs.close()
         self.connection = mine
         self.sequence = itertools.count(1)
+        self.sending = threading.Lock()  # one request's bytes at a time on the connection
         self.sent = 0
         self.awaited: set[int] = set()  # requests whose answer someone will ask for
         self.replies: dict[int, tuple[bool, Any]] = {}
@@ -104,16 +107,18 @@ class Recorder:
     @overload
     def send(self, request: Record) -> None: ...
     def send(self, request: Request) -> Ticket[Any] | None:
-        """Send one request; an answered one gives the ticket to wait for its answer with."""
-        seq = next(self.sequence)
-        self.sent += 1
+        """Send one request; an answered one gives the ticket to wait for its answer with.
+        (Any thread may send: a run's data record is made in one while it trains.)"""
         asks = isinstance(request, Asks)
-        if asks:
-            self.awaited.add(seq)
-        try:
-            self.connection.send((seq, request))
-        except OSError as exc:
-            raise TrackingError(f"the run recorder process is gone ({exc})") from None
+        with self.sending:
+            seq = next(self.sequence)
+            self.sent += 1
+            if asks:
+                self.awaited.add(seq)
+            try:
+                self.connection.send((seq, request))
+            except OSError as exc:
+                raise TrackingError(f"the run recorder process is gone ({exc})") from None
         return Ticket(seq) if asks else None
 
     def reply(self, ticket: Ticket[R]) -> R:

@@ -159,7 +159,7 @@ def run(
                 f"{dataset.digest()[:16]}..., the run trained on {expected_data_digest[:16]}..."
             )
         if resume is None:  # (a resumed run logged its data before)
-            # made while the model builds and trains: it is seconds of NumPy and hashing
+            # made while the model builds and trains: tenths of a second of NumPy and hashing
             # over every pixel, which release the interpreter (the helper logs it meanwhile)
             meanwhile(functools.partial(_log_data, active, dataset))
         else:

@@ -16,10 +16,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.cli import _process
+from pipeline import process
 from pipeline.config import AppConfig, config_dir, validate
 
-_process.configure()  # the environment every entry point sets (tests are an entry point)
+process.configure()  # the environment every entry point sets (tests are an entry point)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = config_dir()

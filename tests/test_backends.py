@@ -58,7 +58,7 @@ def test_jax_runs_are_tracked_deterministic_and_portable(store_uri: str, tmp_pat
 def test_tensorflow_runs_do_not_import_jax_but_can() -> None:
     """The start-up saving: JAX is hidden from TensorFlow's import only, not from later code."""
     check = (
-        "import sys, pipeline.cli._process as p; p.configure(); p.import_tensorflow_without_jax(); "
+        "import sys, pipeline.process as p; p.configure(); p.import_tensorflow_without_jax(); "
         "import pipeline.jobs.training; assert 'jax' not in sys.modules, 'jax imported'; "
         "import jax.numpy as jnp; print(int(jnp.ones(3).sum()))"
     )

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from pipeline.cli import _process
+from pipeline import process
 from pipeline.cli.commands import COMMANDS, DEFAULT, Command
 from pipeline.errors import ConfigError, PipelineError
 
@@ -37,9 +37,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         from pipeline.cli.help import command_help
 
         _say(command_help(command))
-    _process.configure()
-    _process.filter_native_noise()
-    _process.exit_now(run(command, rest))
+    process.configure()
+    process.filter_native_noise()
+    process.exit_now(run(command, rest))
 
 
 def pick(args: list[str]) -> tuple[Command, list[str]]:
@@ -101,11 +101,11 @@ def _overview() -> str:
 
 def _say(text: str) -> NoReturn:
     print(text)
-    _process.exit_now(0)
+    process.exit_now(0)
 
 
 def _fail(exc: PipelineError) -> NoReturn:
-    _process.exit_now(_report(exc))
+    process.exit_now(_report(exc))
 
 
 if __name__ == "__main__":

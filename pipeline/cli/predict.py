@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.cli import _process
+from pipeline import process
 from pipeline.cli._hydra import run_hydra
 from pipeline.config import check_predict_keys, validate_predict
 from pipeline.config.schema import PredictConfig
@@ -46,7 +46,7 @@ def _job(cfg: DictConfig) -> None:
     max_total = settings.max_total_bytes or MAX_TOTAL_BYTES
     input_format(Path(settings.input), max_member)  # said before the model loads
 
-    _process.import_tensorflow_without_jax()  # only once the config and input are known good
+    process.import_tensorflow_without_jax()  # only once the config and input are known good
     import mlflow
     from mlflow.exceptions import MlflowException
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.cli import _process
+from pipeline import process
 from pipeline.config.schema import ReproduceConfig, from_args
 from pipeline.errors import ConfigError, NotIdenticalError, TrackingError
 
@@ -25,7 +25,7 @@ def run(args: list[str]) -> int:
     uri = reach(settings.tracking_uri)
     given = {f"data.{k}": v for k, v in settings.data.model_dump(exclude_none=True).items()}
     if not settings.at_commit:  # the rerun trains here; at the commit, in its own process
-        _process.import_tensorflow_without_jax()
+        process.import_tensorflow_without_jax()
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -50,7 +50,7 @@ def run(args: list[str]) -> int:
         if settings.at_commit:
             result = reproduce_at_commit(settings.run_id, tracking, rerun.code, given)
         else:
-            result = reproduce(settings.run_id, tracking, given, started=_process.STARTED)
+            result = reproduce(settings.run_id, tracking, given, started=process.STARTED)
     except MlflowException as exc:
         message = str(exc.message).strip().splitlines()[0]
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":

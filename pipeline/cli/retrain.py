@@ -10,7 +10,7 @@ import signal
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.cli import _process
+from pipeline import process
 from pipeline.cli._hydra import run_hydra
 from pipeline.config import ConfigError, RetrainAppConfig, validate_retrain
 from pipeline.config.schema import NotMnistDataConfig
@@ -51,9 +51,9 @@ def _job(cfg: DictConfig) -> None:
     outcome = retrain(
         retrain_cfg,
         overrides,
-        started=_process.STARTED,
+        started=process.STARTED,
         # TensorFlow only when a challenger is trained: a skip (most cron calls) is quick
-        before_training=_process.import_tensorflow_without_jax,
+        before_training=process.import_tensorflow_without_jax,
     )
     if error := outcome_error(outcome):
         raise error

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.cli import _process
+from pipeline import process
 from pipeline.cli._hydra import run_hydra
 from pipeline.config import check_override_keys, validate, validate_search
 
@@ -38,7 +38,7 @@ def _job(cfg: DictConfig) -> None:
     settings = validate(raw)
     search = validate_search(search_raw, settings)
 
-    _process.import_tensorflow_without_jax()
+    process.import_tensorflow_without_jax()
     from pipeline.jobs.search.command import main
 
     space = str(HydraConfig.get().runtime.choices.get("search", ""))

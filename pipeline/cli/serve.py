@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.cli import _process
+from pipeline import process
 from pipeline.cli._hydra import run_hydra
 from pipeline.config import check_serve_keys, validate_serve
 
@@ -24,7 +24,7 @@ def _job(cfg: DictConfig) -> None:
     from pipeline.tracking.store.location import store_uri
 
     store_uri(settings.tracking.uri)  # a tracking.uri without a scheme: said before the import
-    _process.import_tensorflow_without_jax()  # only once the config is known good
+    process.import_tensorflow_without_jax()  # only once the config is known good
     from pipeline.serving import serve
 
     serve(settings)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.cli import _process
+from pipeline import process
 from pipeline.cli._hydra import run_hydra
 from pipeline.config import AppConfig, ConfigError, validate
 from pipeline.errors import PipelineError
@@ -33,9 +33,9 @@ def run(args: list[str]) -> int:
 
 
 def _job(cfg: DictConfig) -> dict[str, float] | None:
-    started = _process.job_started()
+    started = process.job_started()
     if _jobs_in_workers():  # a parallel sweep's worker: it must not outlive the sweep
-        _process.die_with_parent()
+        process.die_with_parent()
     overrides = list(HydraConfig.get().overrides.task)
     parent, run_name = sweep.job_context(overrides)
     try:
@@ -53,9 +53,9 @@ def _job(cfg: DictConfig) -> dict[str, float] | None:
         log.exception("This run failed (marked FAILED in MLflow); the sweep goes on")
         return None
     finally:
-        if _process.orphaned():  # its sweep died: the run is ended KILLED, and so is this
+        if process.orphaned():  # its sweep died: the run is ended KILLED, and so is this
             recorder.close()
-            _process.exit_now(143)
+            process.exit_now(143)
 
 
 def _train(
@@ -71,7 +71,7 @@ def _train(
         settings = settings.model_copy(update={"tracking": tracking})
     # The recorder's helper opens the store (importing MLflow) while TensorFlow imports here.
     recorder.recorder().request_store(settings.tracking)
-    _process.import_tensorflow_without_jax()  # only once the config is known good
+    process.import_tensorflow_without_jax()  # only once the config is known good
     from pipeline.jobs.training import run as train
 
     store = recorder.recorder().store(settings.tracking)

@@ -17,8 +17,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mlflow.tracking import MlflowClient
-
 from pipeline.config import AppConfig, RetrainAppConfig
 from pipeline.config.schema import NotMnistDataConfig
 from pipeline.errors import LockedOutError, PipelineError, RegistryError
@@ -31,6 +29,8 @@ from pipeline.tracking.store.connect import Store, open_store
 from pipeline.tracking.store.locks import LockHeldError, store_lock
 
 if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
     from pipeline.stages.data import Split
 
 log = logging.getLogger(__name__)
@@ -239,6 +239,8 @@ def _attempt(
     assert isinstance(data, NotMnistDataConfig)  # the CLI checks these three
     assert data.path
     assert holdout.path
+    from mlflow.tracking import MlflowClient
+
     name = cfg.registry.model_name
     client = MlflowClient(store.uri)
     data_digest = source_digest(data.path, data.format)
@@ -538,6 +540,8 @@ def _rescored(
 def manual(cfg: RetrainAppConfig, action: str, version: str | None = None) -> Outcome:
     """`promote VERSION` or `rollback` by hand: the alias moves under the retrain lock, and
     the change is an audit run like any retraining attempt."""
+    from mlflow.tracking import MlflowClient
+
     name = cfg.registry.model_name
     return _audited(
         cfg, action, lambda store, _: _move(MlflowClient(store.uri), name, action, version)

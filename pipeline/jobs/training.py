@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -17,7 +19,9 @@ import keras
 from pipeline.config import AppConfig, ConfigError, DataConfig, TrainConfig
 from pipeline.config.logged import LOCATION, from_record, read_record
 from pipeline.names import Artifact, Kind, Metric, Tag
+from pipeline.reporting.drawings import ConfusionMatrix, LearningCurves, Misclassified, Samples
 from pipeline.stages.data import Dataset, load_synthetic
+from pipeline.stages.data.card import data_card
 from pipeline.stages.data.dataset import DataError
 from pipeline.stages.data.notmnist import load_notmnist
 from pipeline.stages.evaluate import evaluate, summarise
@@ -38,6 +42,15 @@ from pipeline.tracking.recording.callbacks import (
     MlflowEpochLogger,
     StopOnSignal,
     read_journal,
+)
+from pipeline.tracking.recording.protocol import (
+    DataInput,
+    LogConfig,
+    LogData,
+    LogEvaluation,
+    LogMetrics,
+    LogModel,
+    LogTraining,
 )
 from pipeline.tracking.recording.recorder import RecordedRun, recorded_run, recorder
 from pipeline.tracking.store.location import Store, checkpoint_dir
@@ -187,11 +200,14 @@ def run(
         run_tags[Tag.RESUMED] = str(resumed.times + 1)
         parent_run_id = None
     run_tags[Tag.CHECKPOINT] = checkpoints.name
-    with recorded_run(
-        store, cfg.tracking.run_name, parent_run_id, run_tags, resume, wait=wait
-    ) as active:
+    with (
+        recorded_run(
+            store, cfg.tracking.run_name, parent_run_id, run_tags, resume, wait=wait
+        ) as active,
+        Meanwhile() as meanwhile,
+    ):
         if resume is None:
-            active.log("config", cfg.model_dump(mode="json"), list(overrides))
+            active.log(LogConfig(cfg.model_dump(mode="json"), list(overrides)))
         with phases("data"):
             dataset = load_data(cfg.data) if dataset is None else dataset
         if expected_data_digest is not None and dataset.digest() != expected_data_digest:
@@ -199,8 +215,11 @@ def run(
                 f"the data differs from the run's: {dataset.source} has data.digest "
                 f"{dataset.digest()[:16]}..., the run trained on {expected_data_digest[:16]}..."
             )
-        active.log("dataset", dataset, resume is None)
-        if resume is not None:
+        if resume is None:  # (a resumed run logged its data before)
+            # made while the model builds and trains: tenths of a second of NumPy and hashing
+            # over every pixel, which release the interpreter (the helper logs it meanwhile)
+            meanwhile(functools.partial(_log_data, active, dataset))
+        else:
             with phases("logging"):
                 check_same_data(store, active.run_id, dataset)
                 logged = fill_in_epochs(active, checkpoints, logged)
@@ -229,23 +248,27 @@ def run(
 
         # logged while this process evaluates: the training's outcome, the model (the kept
         # weights are final), then the evaluation's
-        active.log("training", result.history, result.best_epoch, result.stopped_early)
+        curves = LearningCurves(result.history, result.best_epoch)
+        active.log(LogTraining(result.history, result.stopped_early, curves))
         if cfg.tracking.log_model:
             with phases("logging"):
-                active.log("model", save_model_files(model, dataset.test.images[:5]))
+                active.log(LogModel(save_model_files(model, dataset.test.images[:5])))
         with phases("evaluate"):
             evaluation = evaluate(model, dataset.test, dataset.classes)
         with phases("logging"):
             metrics = summarise(model, result, evaluation)
-            outcome = {
-                "per_class": evaluation.per_class,
-                "confusion": evaluation.confusion,
-                "predictions": evaluation.predictions,
-            }
-            active.log("evaluation", metrics, outcome)
+            test, classes = dataset.test, dataset.classes
+            active.log(
+                LogEvaluation(
+                    metrics,
+                    evaluation.per_class,
+                    ConfusionMatrix(evaluation.confusion, classes),
+                    Misclassified(test.images, test.labels, evaluation.predictions, classes),
+                )
+            )
             if wait:  # until the figures and the model are in the store
                 active.recorder.sync()
-        active.log("metrics", phases.metrics())
+        active.log(LogMetrics(phases.metrics()))
     shutil.rmtree(checkpoints, ignore_errors=True)  # ended: nothing left to resume
 
     log.info(
@@ -261,6 +284,73 @@ def run(
         log.info("Model: %s", active.outcome["model_uri"])
     log.info("Open it: %s", store.ui_hint(active.run_id))
     return {**metrics, **phases.metrics()}
+
+
+class Meanwhile:
+    """Work done in a thread while the block goes on; leaving the block waits for it and
+    raises its error (unless the block raises its own)."""
+
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+        self.errors: list[BaseException] = []
+
+    def __call__(self, work: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                work()
+            except BaseException as exc:
+                self.errors.append(exc)
+
+        thread = threading.Thread(target=guarded, name="meanwhile", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def __enter__(self) -> Meanwhile:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        for thread in self.threads:
+            thread.join()
+        if self.errors and kind is None:
+            raise self.errors[0]
+
+
+def data_record(dataset: Dataset) -> LogData:
+    """What a run records of its data: its identity (a SHA-256 over every pixel and label of
+    each split, as tags and as MLflow inputs) and its card. Only numbers go to the
+    recorder, not the splits: the card's, the splits' shapes and a few sample images."""
+    digests = dataset.digests()
+    digest = dataset.digest(digests)
+    tags = {
+        Tag.DATA_DIGEST: digest,
+        Tag.DATA_SOURCE: dataset.source[:5000],
+        Tag.DATA_FORMAT: dataset.format,
+        **{f"{Tag.DATA_DIGEST}.{name}": d for name, d in digests.items()},
+    }
+    if dataset.report.source_digest:
+        tags[Tag.DATA_SOURCE_DIGEST] = dataset.report.source_digest
+    inputs = tuple(
+        DataInput(
+            name=f"{dataset.format}-{name}",
+            context=name,
+            digest=digests[name][:32],
+            images=(split.images.shape, split.images.dtype.str),
+            labels=(split.labels.shape, split.labels.dtype.str),
+        )
+        for name, split in dataset.splits()
+    )
+    card = data_card(dataset, digest=digest)
+    return LogData(
+        tags=tags,
+        holdout_overlap_removed=dataset.report.holdout_overlap_removed,
+        inputs=inputs,
+        card=card,
+        samples=Samples(card.samples, dataset.classes, dataset.format),
+    )
+
+
+def _log_data(active: RecordedRun, dataset: Dataset) -> None:
+    active.log(data_record(dataset))
 
 
 def check_fits(cfg: AppConfig) -> None:

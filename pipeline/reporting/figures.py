@@ -1,5 +1,6 @@
-"""Figures of one run (learning curves, confusion matrix, misclassified images) and of a
-comparison of runs (a grid's heatmap or a search's valid-against-test scatter, overlaid curves).
+"""Figures of one run (data samples, learning curves, confusion matrix, misclassified images:
+drawn by the run recorder from `drawings`) and of a comparison of runs (a grid's heatmap or a
+search's valid-against-test scatter, overlaid curves).
 
 Built on matplotlib's object API: no pyplot state, no display needed."""
 
@@ -16,20 +17,6 @@ from pipeline.names import Metric
 
 if TYPE_CHECKING:
     from pipeline.reporting.comparison import Comparison
-
-
-def warm_up() -> None:
-    """Draw and save a small figure: the first one in a process loads the fonts and the Agg
-    renderer (about a second), which the run recorder does while it would be idle."""
-    import io
-
-    fig = Figure(figsize=(2, 2), layout="constrained")
-    ax = fig.subplots()
-    ax.plot([0, 1], [0, 1], label="x")
-    ax.imshow(np.zeros((2, 2)), cmap="Blues")
-    ax.set_title("warm-up")
-    ax.legend()
-    fig.savefig(io.BytesIO(), format="png")
 
 
 def confusion_matrix_figure(confusion: np.ndarray, classes: Sequence[str]) -> Figure:
@@ -55,6 +42,19 @@ def confusion_matrix_figure(confusion: np.ndarray, classes: Sequence[str]) -> Fi
     ax.set_ylabel("true")
     ax.set_title("Test confusion matrix")
     fig.colorbar(image, ax=ax, label="fraction of true letter")
+    return fig
+
+
+def samples_figure(mosaic: np.ndarray, classes: Sequence[str], title: str) -> Figure:
+    """A data card's sample images: its mosaic, a row of square images per letter."""
+    size = mosaic.shape[0] // len(classes)
+    per_letter = mosaic.shape[1] // size
+    fig = Figure(figsize=(per_letter * 0.6 + 0.6, len(classes) * 0.6), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255)
+    ax.set_yticks([(r + 0.5) * size for r in range(len(classes))], classes)
+    ax.set_xticks([])
+    ax.set_title(title)
     return fig
 
 

@@ -95,8 +95,8 @@ def test_native_noise_filter_drops_only_the_known_lines() -> None:
     kept = ("E0000 00:00:1795650207.4 1 some_op.cc:1] a real error", "partial line, no newline")
     code = (
         "import os, sys\n"
-        "from pipeline.cli import _process\n"
-        "_process.filter_native_noise()\n"
+        "from pipeline import process\n"
+        "process.filter_native_noise()\n"
         f"for line in {[*noise, kept[0]]!r}: os.write(2, (line + '\\n').encode())\n"
         f"os.write(2, {kept[1]!r}.encode())\n"
         "print('from Python', file=sys.stderr)\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import mlflow
@@ -148,3 +149,31 @@ def test_failing_stage_marks_the_run_failed(tiny, store_uri: str) -> None:
     [failed] = client.search_runs(client.get_experiment_by_name("broken").experiment_id)
     assert failed.info.status == "FAILED"
     assert "NoSuchFont.ttf" in failed.data.tags["error"]
+
+
+def test_work_done_meanwhile_is_waited_for_and_its_error_raised() -> None:
+    """The run's data record is made in a thread while the model trains: the run does not
+    end before it is sent, and its failure fails the run (not masking the run's own)."""
+    from pipeline.jobs.training import Meanwhile
+
+    done: list[str] = []
+
+    def slow() -> None:
+        time.sleep(0.2)
+        done.append("sent")
+
+    def fail() -> None:
+        raise ValueError("card")
+
+    def both() -> None:
+        with Meanwhile() as meanwhile:
+            meanwhile(fail)
+            raise KeyError("the run's own")
+
+    with Meanwhile() as meanwhile:
+        meanwhile(slow)
+    assert done == ["sent"]
+    with pytest.raises(ValueError, match="card"), Meanwhile() as meanwhile:
+        meanwhile(fail)
+    with pytest.raises(KeyError):
+        both()

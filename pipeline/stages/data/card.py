@@ -1,4 +1,8 @@
-"""The data card: what a run trained and was tested on, in tables and one figure."""
+"""The data card: what a run trained and was tested on, in tables and sample images.
+
+Numbers only: the run recorder writes them out (`markdown`) and draws the samples
+(`pipeline.reporting.figures.samples_figure`) in its own process, which needs none of the
+data itself."""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from pipeline.stages.data.dataset import Dataset
 
@@ -18,7 +21,7 @@ class DataCard:
     class_counts: pd.DataFrame
     pixel_stats: pd.DataFrame
     skipped: pd.DataFrame
-    samples: Figure
+    samples: np.ndarray  # random training images, a row per letter, as one uint8 mosaic
 
     def markdown(self) -> str:
         summary = pd.Series(self.summary, name="value").to_frame()
@@ -39,12 +42,15 @@ class DataCard:
         )
 
 
-def data_card(dataset: Dataset, per_letter: int = 10, seed: int = 0) -> DataCard:
+def data_card(
+    dataset: Dataset, per_letter: int = 10, seed: int = 0, digest: str | None = None
+) -> DataCard:
+    """The card of `dataset` (whose `digest()` is `digest`, where the caller has it)."""
     report = dataset.report
     summary = {
         "source": dataset.source,
         "format": dataset.format,
-        "digest": dataset.digest(),
+        "digest": dataset.digest() if digest is None else digest,
         "source_digest": report.source_digest or "",
         "images_decoded": report.decoded,
         "files_skipped": len(report.skipped),
@@ -75,12 +81,12 @@ def data_card(dataset: Dataset, per_letter: int = 10, seed: int = 0) -> DataCard
         class_counts=dataset.class_counts(),
         pixel_stats=pd.DataFrame(stats).T.rename_axis("split"),
         skipped=pd.DataFrame(list(report.skipped), columns=["file", "reason"]),
-        samples=_samples_figure(dataset, per_letter, seed),
+        samples=_samples(dataset, per_letter, seed),
     )
 
 
-def _samples_figure(dataset: Dataset, per_letter: int, seed: int) -> Figure:
-    """A mosaic: one row per letter of random training images, drawn as a single image."""
+def _samples(dataset: Dataset, per_letter: int, seed: int) -> np.ndarray:
+    """A mosaic: one row per letter of random training images, as a single image."""
     rng = np.random.default_rng(seed)
     train = dataset.train
     size = train.images.shape[1]
@@ -90,10 +96,4 @@ def _samples_figure(dataset: Dataset, per_letter: int, seed: int) -> Figure:
         chosen = rng.choice(pool, size=min(per_letter, len(pool)), replace=False)
         for col, i in enumerate(chosen):
             mosaic[row * size : (row + 1) * size, col * size : (col + 1) * size] = train.images[i]
-    fig = Figure(figsize=(per_letter * 0.6 + 0.6, len(dataset.classes) * 0.6), layout="constrained")
-    ax = fig.subplots()
-    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255)
-    ax.set_yticks([(r + 0.5) * size for r in range(len(dataset.classes))], dataset.classes)
-    ax.set_xticks([])
-    ax.set_title(f"Training images per letter ({dataset.format})")
-    return fig
+    return mosaic

@@ -92,9 +92,10 @@ class Dataset:
     def digests(self) -> dict[str, str]:
         return {name: split.digest() for name, split in self.splits()}
 
-    def digest(self) -> str:
-        """One identity for the whole dataset: a hash of the per-split digests, in order."""
-        joined = ",".join(f"{name}:{d}" for name, d in self.digests().items())
+    def digest(self, digests: dict[str, str] | None = None) -> str:
+        """One identity for the whole dataset: a hash of the per-split digests, in order
+        (`digests()`, where the caller has them)."""
+        joined = ",".join(f"{name}:{d}" for name, d in (digests or self.digests()).items())
         return hashlib.sha256(joined.encode()).hexdigest()
 
     def class_counts(self) -> pd.DataFrame:

@@ -4,8 +4,9 @@ Why a process: importing MLflow and opening its store cost seconds of Python, as
 importing TensorFlow, and on a small machine each runs on one core. In one process they
 queue behind each other (threads do not help: both hold the interpreter lock); in two, they
 overlap. So a trainer starts the helper (`pipeline.tracking.recording.writer`) first, sends it each
-thing to record as soon as it is known, and never imports MLflow itself: params and data
-card are logged while training runs, the figures and the model while the trainer moves on.
+thing to record as soon as it is known (a typed request, `protocol`), and never imports MLflow
+itself: params and data card are logged while training runs, the figures and the model while
+the trainer moves on.
 
 The guarantees are those of a run logged in-process:
 - requests are carried out in the order they were sent, each run's in its own MLflow run;
@@ -28,19 +29,40 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast, overload
 
 import pipeline
 from pipeline.config import TrackingConfig
 from pipeline.names import Tag
+from pipeline.tracking.recording.protocol import (
+    Asks,
+    Close,
+    End,
+    LogEpoch,
+    Open,
+    Record,
+    Request,
+    Start,
+    Sync,
+)
 from pipeline.tracking.runs.lifecycle import OpenRun
 from pipeline.tracking.runs.processes import process_tags
 from pipeline.tracking.store.location import Store, TrackingError, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Ticket(Generic[R]):
+    """A sent request whose answer, an `R`, `Recorder.reply` waits for."""
+
+    seq: int
 
 
 class Recorder:
@@ -64,14 +86,15 @@ class Recorder:
         theirs.close()
         self.connection = mine
         self.sequence = itertools.count(1)
+        self.sending = threading.Lock()  # one request's bytes at a time on the connection
         self.sent = 0
         self.awaited: set[int] = set()  # requests whose answer someone will ask for
         self.replies: dict[int, tuple[bool, Any]] = {}
         self.run_begins = 0  # the first request of the current run
         self.failure: str | None = None  # a failed request of the current run, in one line
-        self.opening: dict[str, int] = {}  # open requests, by tracking settings
+        self.opening: dict[str, Ticket[Store]] = {}  # open requests, by tracking settings
         self.opened: dict[str, Store] = {}
-        self.pending_ends: list[int] = []
+        self.pending_ends: list[Ticket[dict[str, Any]]] = []
         self.last_run_id: str | None = None
 
     def alive(self) -> bool:
@@ -79,26 +102,35 @@ class Recorder:
 
     # -- the wire ---------------------------------------------------------------------------
 
-    def send(self, op: str, *args: Any) -> int:
-        seq = next(self.sequence)
-        self.sent += 1
-        if op in ANSWERED:
-            self.awaited.add(seq)
-        try:
-            self.connection.send((seq, op, args))
-        except OSError as exc:
-            raise TrackingError(f"the run recorder process is gone ({exc})") from None
-        return seq
+    @overload
+    def send(self, request: Asks[R]) -> Ticket[R]: ...
+    @overload
+    def send(self, request: Record) -> None: ...
+    def send(self, request: Request) -> Ticket[Any] | None:
+        """Send one request; an answered one gives the ticket to wait for its answer with.
+        (Any thread may send: a run's data record is made in one while it trains.)"""
+        asks = isinstance(request, Asks)
+        with self.sending:
+            seq = next(self.sequence)
+            self.sent += 1
+            if asks:
+                self.awaited.add(seq)
+            try:
+                self.connection.send((seq, request))
+            except OSError as exc:
+                raise TrackingError(f"the run recorder process is gone ({exc})") from None
+        return Ticket(seq) if asks else None
 
-    def reply(self, seq: int) -> Any:
-        """Wait for the answer to request `seq`; its error is raised as TrackingError."""
+    def reply(self, ticket: Ticket[R]) -> R:
+        """Wait for the answer to a request; its error is raised as TrackingError."""
+        seq = ticket.seq
         while seq not in self.replies:
             self._receive()
         self.awaited.discard(seq)
         ok, payload = self.replies.pop(seq)
         if not ok:
             raise TrackingError(payload)
-        return payload
+        return cast(R, payload)
 
     def check(self) -> None:
         """Raise the current run's failed request, if the helper reported one."""
@@ -128,39 +160,48 @@ class Recorder:
         tracking = _resolved(tracking)
         key = _key(tracking)
         if key not in self.opening and key not in self.opened:
-            self.opening[key] = self.send("open", tracking.model_dump(mode="json"), _mlflow_env())
+            self.opening[key] = self.send(Open(tracking.model_dump(mode="json"), _mlflow_env()))
 
     def store(self, tracking: TrackingConfig) -> Store:
         """The store `tracking` names, opened by the helper (TrackingError if unusable)."""
         self.request_store(tracking)
         key = _key(_resolved(tracking))
         if key not in self.opened:
-            seq = self.opening.pop(key)  # a failure is not kept: the next run asks again
-            self.opened[key] = self.reply(seq)
+            ticket = self.opening.pop(key)  # a failure is not kept: the next run asks again
+            self.opened[key] = self.reply(ticket)
         return self.opened[key]
 
-    def start(self, store: Store, *args: Any) -> int:
+    def start(
+        self,
+        store: Store,
+        run_name: str | None,
+        parent_run_id: str | None,
+        tags: dict[str, str],
+        resume_run_id: str | None,
+        start_ms: int,
+    ) -> Ticket[str]:
         """Start a run: its requests are those sent from now on."""
         while self.connection.poll():  # an earlier run's news: that run's end said it
             self._receive()
-        seq = self.send("start", store.experiment_id, *args)
-        self.run_begins, self.failure = seq, None
-        return seq
+        request = Start(store.experiment_id, run_name, parent_run_id, tags, resume_run_id, start_ms)
+        ticket = self.send(request)
+        self.run_begins, self.failure = ticket.seq, None
+        return ticket
 
     def sync(self) -> None:
         """Wait until the helper has carried out every request sent so far; raise the current
         run's failure, if any."""
-        error = self.reply(self.send("sync"))
+        error = self.reply(self.send(Sync()))
         self.check()
         if error is not None:
             raise TrackingError(error)
 
     def drain(self) -> None:
         """Wait for every run ended without waiting (`wait=False`); say which failed."""
-        for seq in list(self.pending_ends):
-            self.pending_ends.remove(seq)
+        for ticket in list(self.pending_ends):
+            self.pending_ends.remove(ticket)
             try:
-                outcome = self.reply(seq)
+                outcome = self.reply(ticket)
             except TrackingError as exc:
                 log.error("A run could not be ended: %s", exc)
                 continue
@@ -179,11 +220,8 @@ class Recorder:
         else:
             with contextlib.suppress(TrackingError):
                 self.drain()
-                self.reply(self.send("close"))
+                self.reply(self.send(Close()))
         self.connection.close()
-
-
-ANSWERED = {"open", "start", "sync", "end", "close"}  # the requests the helper answers
 
 
 def _resolved(tracking: TrackingConfig) -> TrackingConfig:
@@ -212,7 +250,7 @@ def _key(tracking: TrackingConfig) -> str:
 
 def _python_stderr() -> int | None:
     """Python's own standard error, for the helper's messages: an entry point may have made
-    descriptor 2 a filtering pipe (`cli._process.filter_native_noise`) that must close."""
+    descriptor 2 a filtering pipe (`pipeline.process.filter_native_noise`) that must close."""
     try:
         return sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # captured (a test runner): inherit
@@ -222,28 +260,28 @@ def _python_stderr() -> int | None:
 class RecordedRun:
     """The trainer's handle on one run that the helper records."""
 
-    def __init__(self, recorder: Recorder, start_seq: int) -> None:
+    def __init__(self, recorder: Recorder, started: Ticket[str]) -> None:
         self.recorder = recorder
-        self._start = start_seq
+        self._start = started
         self._run_id: str | None = None
         self.outcome: dict[str, Any] | None = None
 
     @property
     def run_id(self) -> str:
         if self._run_id is None:
-            self._run_id = str(self.recorder.reply(self._start))
+            self._run_id = self.recorder.reply(self._start)
             self.recorder.last_run_id = self._run_id
         return self._run_id
 
-    def log(self, op: str, *args: Any) -> None:
-        """One request for this run (`config`, `dataset`, `training`, `model`, `evaluation`,
-        `metrics`: see `writer.Writer`), carried out in order while this process goes on."""
-        self.recorder.send(op, *args)
+    def log(self, record: Record) -> None:
+        """One record of this run (`protocol.LogConfig`, `LogData`...), carried out in order
+        while this process goes on."""
+        self.recorder.send(record)
 
     def log_epoch(self, step: int, values: Mapping[str, float], time_ms: int | None = None) -> None:
         """One epoch's values, at `time_ms` (when it ended, if not now)."""
         stamp = int(time.time() * 1000) if time_ms is None else time_ms
-        self.recorder.send("epoch", step, dict(values), stamp)
+        self.recorder.send(LogEpoch(step, dict(values), stamp))
         self.recorder.check()
 
     def end(
@@ -254,13 +292,13 @@ class RecordedRun:
         tags: Mapping[str, str] | None = None,
         wait: bool = True,
     ) -> None:
-        seq = self.recorder.send("end", status, message, trace, dict(tags or {}))
+        ticket = self.recorder.send(End(status, message, trace, dict(tags or {})))
         # a failure of this run's requests is the end's to say: none is raised later
-        self.recorder.failure, self.recorder.run_begins = None, seq + 1
+        self.recorder.failure, self.recorder.run_begins = None, ticket.seq + 1
         if not wait:
-            self.recorder.pending_ends.append(seq)
+            self.recorder.pending_ends.append(ticket)
             return
-        self.outcome = self.recorder.reply(seq)
+        self.outcome = self.recorder.reply(ticket)
         if self.outcome["run_id"]:
             self._run_id = self.recorder.last_run_id = self.outcome["run_id"]
         if status == "FINISHED" and self.outcome["status"] != "FINISHED":

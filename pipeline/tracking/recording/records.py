@@ -1,4 +1,5 @@
-"""What a run records besides its per-epoch metrics: config, data identity, outcome."""
+"""How each of a run's records is logged (besides its model): config, per-epoch metrics, the
+data's identity and card, the training's and the evaluation's outcome."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import mlflow
+import numpy as np
 
 from pipeline.names import Artifact, Metric, Tag
 from pipeline.precision import metric_value, metric_values
@@ -18,9 +20,9 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import pandas as pd
-    from mlflow.data.dataset import Dataset as Dataset_
+    from mlflow.data.dataset import Dataset
 
-    from pipeline.stages.data import Dataset
+    from pipeline.tracking.recording.protocol import LogData, LogEvaluation, LogTraining
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -75,7 +77,7 @@ def _param_value(value: Any) -> str:
     return str(value)
 
 
-def log_dataset(dataset: Dataset) -> dict[str, str]:
+def log_data(data: LogData) -> None:
     """Record the data's identity: a SHA-256 over every pixel and label of each split.
 
     MLflow's own dataset digest hashes only the first 10,000 values; ours is the full
@@ -84,42 +86,30 @@ def log_dataset(dataset: Dataset) -> dict[str, str]:
     """
     from mlflow.data.numpy_dataset import from_numpy
 
-    from pipeline.stages.data.card import data_card
-
-    digests = dataset.digests()
-    tags = {
-        Tag.DATA_DIGEST: dataset.digest(),
-        Tag.DATA_SOURCE: dataset.source[:5000],
-        Tag.DATA_FORMAT: dataset.format,
-        **{f"{Tag.DATA_DIGEST}.{name}": d for name, d in digests.items()},
-    }
-    if dataset.report.source_digest:
-        tags[Tag.DATA_SOURCE_DIGEST] = dataset.report.source_digest
-    mlflow.set_tags(tags)
-    if dataset.report.holdout_overlap_removed is not None:
-        mlflow.log_metric(Metric.HOLDOUT_OVERLAP_REMOVED, dataset.report.holdout_overlap_removed)
-    for name, split in dataset.splits():
-        log_input(
-            from_numpy(
-                split.images,
-                targets=split.labels,
-                name=f"{dataset.format}-{name}",
-                digest=digests[name][:32],
-            ),
-            context=name,
-        )
-    card = data_card(dataset)
+    mlflow.set_tags(data.tags)
+    if data.holdout_overlap_removed is not None:
+        mlflow.log_metric(Metric.HOLDOUT_OVERLAP_REMOVED, data.holdout_overlap_removed)
+    for split in data.inputs:
+        # Given the digest, MLflow records of the arrays only their shapes and dtypes: the
+        # arrays stay with the trainer, and read-only zeros of their shapes stand in for them.
+        images, labels = (_stand_in(*split.images), _stand_in(*split.labels))
+        dataset = from_numpy(images, targets=labels, name=split.name, digest=split.digest)
+        log_input(dataset, context=split.context)
+    card = data.card
     folder = Artifact.DATA_DIR
     mlflow.log_text(card.markdown(), f"{folder}/card.md")
-    mlflow.log_dict(card.summary, f"{folder}/summary.json")
+    mlflow.log_dict(dict(card.summary), f"{folder}/summary.json")
     log_table(card.class_counts, f"{folder}/class_counts.csv")
     log_table(card.pixel_stats, f"{folder}/pixel_stats.csv")
     log_table(card.skipped, f"{folder}/skipped_files.csv")
-    mlflow.log_figure(card.samples, f"{folder}/samples.png")
-    return tags
+    mlflow.log_figure(data.samples.draw(), f"{folder}/samples.png")
 
 
-def log_input(dataset: Dataset_, context: str, attempts: int = 3) -> None:
+def _stand_in(shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    return np.broadcast_to(np.zeros((), dtype=np.dtype(dtype)), shape)
+
+
+def log_input(dataset: Dataset, context: str, attempts: int = 3) -> None:
     """`mlflow.log_input` for the active run, safe when concurrent runs in one experiment log
     the same dataset: MLflow's store looks the dataset up and inserts it without a lock, so
     all but one of the runs that race there get a unique-key violation (400 from a server)
@@ -146,33 +136,21 @@ def log_table(table: pd.DataFrame, artifact_file: str) -> None:
     mlflow.log_text(table.to_csv(), artifact_file)
 
 
-def log_training(history: pd.DataFrame, best_epoch: int, stopped_early: bool) -> None:
+def log_training(training: LogTraining) -> None:
     """What training gave, known before evaluation: its history and learning curves."""
-    from pipeline.reporting import figures
-
-    mlflow.set_tag(Tag.STOPPED_EARLY, str(stopped_early).lower())
-    log_table(history.map(metric_value), Artifact.HISTORY)  # as its metrics are logged
-    figure = figures.learning_curves_figure(history, best_epoch)
+    mlflow.set_tag(Tag.STOPPED_EARLY, str(training.stopped_early).lower())
+    log_table(training.history.map(metric_value), Artifact.HISTORY)  # as its metrics are logged
+    figure = training.learning_curves.draw()
     mlflow.log_figure(figure, f"{Artifact.FIGURES_DIR}/learning_curves.png")
 
 
-def log_evaluation(
-    metrics: Mapping[str, float], evaluation: Mapping[str, Any], dataset: Dataset
-) -> None:
-    """The run's final metrics, the per-class report and the test set's figures.
-    `evaluation` holds the test set's `per_class` table, `confusion` matrix and
-    `predictions` (plain values: this runs where the model's classes are not imported)."""
-    from pipeline.reporting import figures
-
-    log_metrics(metrics)
-    log_table(evaluation["per_class"], Artifact.PER_CLASS)
+def log_evaluation(evaluation: LogEvaluation) -> None:
+    """The run's final metrics, the per-class report and the test set's figures."""
+    log_metrics(evaluation.metrics)
+    log_table(evaluation.per_class, Artifact.PER_CLASS)
     made = {
-        "confusion_matrix": figures.confusion_matrix_figure(
-            evaluation["confusion"], dataset.classes
-        ),
-        "misclassified": figures.misclassified_figure(
-            dataset.test.images, dataset.test.labels, evaluation["predictions"], dataset.classes
-        ),
+        "confusion_matrix": evaluation.confusion_matrix,
+        "misclassified": evaluation.misclassified,
     }
-    for name, figure in made.items():
-        mlflow.log_figure(figure, f"{Artifact.FIGURES_DIR}/{name}.png")
+    for name, drawing in made.items():
+        mlflow.log_figure(drawing.draw(), f"{Artifact.FIGURES_DIR}/{name}.png")

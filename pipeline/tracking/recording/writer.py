@@ -1,7 +1,7 @@
 """The recorder's helper process: it makes every MLflow call of a training run.
 
 `python -m pipeline.tracking.recording.writer <fd>` is started by `recorder` and reads its
-requests from the connection on file descriptor `fd`, in order. It imports MLflow
+requests (`protocol`) from the connection on file descriptor `fd`, in order. It imports MLflow
 and opens the store while the trainer imports TensorFlow (each on its own core), logs what
 is known before training while training runs, renders the figures and logs the model while
 the trainer evaluates and exits. See `recorder` for the protocol and the guarantees.
@@ -22,20 +22,40 @@ import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any, assert_never
 
-from pipeline.tracking.recording.recorder import ANSWERED
+from pipeline.tracking.recording.protocol import (
+    Asks,
+    Close,
+    End,
+    LogConfig,
+    LogData,
+    LogEpoch,
+    LogEvaluation,
+    LogMetrics,
+    LogModel,
+    LogTraining,
+    Open,
+    Question,
+    Record,
+    Request,
+    Start,
+    Sync,
+)
+
+if TYPE_CHECKING:
+    from pipeline.tracking.store.location import Store
 
 log = logging.getLogger("pipeline.tracking.recording.writer")
 
 
 class Writer:
-    """The requests, by name: each one an MLflow call of the active run (or the store)."""
+    """Carries out each request (`protocol`) as the MLflow calls of the active run (or the
+    store)."""
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self.run_id: str | None = None
-        self.dataset: Any = None  # the run's data, sent once, for the card and the figures
         self.error: tuple[str, str] | None = None  # the run's first failure: (line, traceback)
         self.model_uri: str | None = None
         self.warm_ups: list[Callable[[], object]] = [_warm_figures, _warm_requirements]
@@ -48,34 +68,72 @@ class Writer:
                 self.warm_ups.pop(0)()  # idle: do now what the end of a run would wait for
                 continue
             try:
-                seq, op, args = self.connection.recv()
+                seq, request = self.connection.recv()
             except (EOFError, OSError):
                 self.orphaned()
                 return
-            if op == "close":
+            if isinstance(request, Close):
                 self.connection.send((seq, True, None))
                 return
-            self.handle(seq, op, args)
+            self.handle(seq, request)
 
-    def handle(self, seq: int, op: str, args: tuple[Any, ...]) -> None:
+    def handle(self, seq: int, request: object) -> None:
         """Requests whose reply the trainer waits for are answered (result or error); the
         others only report a failure, once, and the run's later requests are skipped."""
-        method = getattr(self, f"op_{op}")
-        replied = op in ANSWERED
+        replied = isinstance(request, Asks)
         if self.error is not None and not replied:
             return  # the run failed already: its end says so
+        what = request.what if isinstance(request, Request) else type(request).__name__
         begin = time.perf_counter()
         try:
-            result = method(*args)
-            log.debug("%s: %.3f s", op, time.perf_counter() - begin)
+            if not isinstance(request, Question | Record):
+                raise TypeError(f"not a request of the run recorder: {request!r:.200}")
+            result = self.carry_out(request)
+            log.debug("%s: %.3f s", what, time.perf_counter() - begin)
         except Exception as exc:
-            line = _one_line(op, exc)
-            if op not in {"open", "sync"}:
+            line = _one_line(what, exc)
+            if not isinstance(request, Open | Sync):
                 self.error = self.error or (line, traceback.format_exc())
             self.connection.send((seq, False, line))
             return
         if replied:
             self.connection.send((seq, True, result))
+
+    def carry_out(self, request: Question | Record) -> object:
+        """One request, by its type; returns what an answered one is answered with."""
+        from pipeline.tracking.recording import records
+
+        match request:
+            case Open():
+                return self.open(request)
+            case Start():
+                return self.start(request)
+            case Sync():
+                return self.error[0] if self.error else None  # the current run's failure
+            case End():
+                return self.end(request)
+            case Close():  # (answered by the loop, which then stops)
+                return None
+            case LogConfig():
+                records.log_config(request.config, request.overrides)
+            case LogData():
+                records.log_data(request)
+            case LogEpoch():
+                assert self.run_id is not None
+                records.log_epoch(self.run_id, request.step, request.values, request.timestamp_ms)
+            case LogTraining():
+                records.log_training(request)
+            case LogModel():
+                from pipeline.tracking.models.classifier import log_model_files
+
+                self.model_uri = log_model_files(request.files)
+            case LogEvaluation():
+                records.log_evaluation(request)
+            case LogMetrics():
+                records.log_metrics(request.metrics)
+            case _:
+                assert_never(request)
+        return None
 
     def orphaned(self) -> None:
         """The trainer went away mid-run: end its run KILLED rather than leave it RUNNING."""
@@ -90,9 +148,9 @@ class Writer:
                 "the training process ended without ending its run (killed or crashed)",
             )
 
-    # -- the requests -------------------------------------------------------------------------
+    # -- the store and the run's life ---------------------------------------------------------
 
-    def op_open(self, tracking: dict[str, Any], environment: dict[str, str]) -> Any:
+    def open(self, request: Open) -> Store:
         """Open the store with the trainer's MLflow settings of the moment (its
         `MLFLOW_*` variables: credentials, timeouts), which may differ from this process's
         own, inherited when it started."""
@@ -100,78 +158,27 @@ class Writer:
         from pipeline.tracking.store.connect import open_store
 
         for name in [k for k in os.environ if k.startswith("MLFLOW_")]:
-            if name not in environment:
+            if name not in request.environment:
                 del os.environ[name]
-        os.environ.update(environment)
-        return open_store(TrackingConfig.model_validate(tracking))
+        os.environ.update(request.environment)
+        return open_store(TrackingConfig.model_validate(request.tracking))
 
-    def op_start(
-        self,
-        experiment_id: str,
-        run_name: str | None,
-        parent_run_id: str | None,
-        tags: dict[str, str],
-        resume_run_id: str | None,
-        start_ms: int,
-    ) -> str:
+    def start(self, r: Start) -> str:
         from pipeline.tracking.runs.lifecycle import start_run
 
-        self.error, self.dataset, self.model_uri = None, None, None
-        active = start_run(experiment_id, run_name, parent_run_id, tags, resume_run_id, start_ms)
+        self.error, self.model_uri = None, None
+        active = start_run(
+            r.experiment_id, r.run_name, r.parent_run_id, r.tags, r.resume_run_id, r.start_ms
+        )
         self.run_id = active.info.run_id
         return self.run_id
 
-    def op_sync(self) -> str | None:
-        """The current run's failure, in one line, if a request of it failed."""
-        return self.error[0] if self.error else None
-
-    def op_config(self, config: dict[str, Any], overrides: list[str]) -> None:
-        from pipeline.tracking.recording.records import log_config
-
-        log_config(config, overrides)
-
-    def op_dataset(self, dataset: Any, new: bool = True) -> None:
-        """The run's data, for its end figures; its identity and card are logged once, when
-        the run is `new` (a resumed run logged them before)."""
-        from pipeline.tracking.recording.records import log_dataset
-
-        self.dataset = dataset
-        if new:
-            log_dataset(dataset)
-
-    def op_epoch(self, step: int, values: dict[str, float], timestamp_ms: int) -> None:
-        from pipeline.tracking.recording.records import log_epoch
-
-        assert self.run_id is not None
-        log_epoch(self.run_id, step, values, timestamp_ms)
-
-    def op_metrics(self, metrics: dict[str, float]) -> None:
-        from pipeline.tracking.recording.records import log_metrics
-
-        log_metrics(metrics)
-
-    def op_training(self, history: Any, best_epoch: int, stopped_early: bool) -> None:
-        from pipeline.tracking.recording.records import log_training
-
-        log_training(history, best_epoch, stopped_early)
-
-    def op_evaluation(self, metrics: dict[str, float], evaluation: dict[str, Any]) -> None:
-        from pipeline.tracking.recording.records import log_evaluation
-
-        log_evaluation(metrics, evaluation, self.dataset)
-
-    def op_model(self, files: Any) -> None:
-        from pipeline.tracking.models.classifier import log_model_files
-
-        self.model_uri = log_model_files(files)
-
-    def op_end(
-        self, status: str, message: str | None, trace: str | None, tags: dict[str, str]
-    ) -> dict[str, Any]:
+    def end(self, r: End) -> dict[str, Any]:
         """End the run as the trainer says, or FAILED with this process's own error if one
         of its requests failed. Returns how it ended."""
         from pipeline.tracking.runs.lifecycle import end_run
 
+        status, message, trace, tags = r.status, r.message, r.trace, r.tags
         if self.run_id is None:  # it never started: its start's failure said why
             message = self.error[0] if self.error else message
             return {"run_id": None, "status": "FAILED", "error": message, "model_uri": None}
@@ -182,20 +189,30 @@ class Writer:
         return {"run_id": run_id, "status": status, "error": message, "model_uri": self.model_uri}
 
 
-def _one_line(op: str, exc: BaseException) -> str:
+def _one_line(what: str, exc: BaseException) -> str:
     from pipeline.tracking.store.connect import TrackingError
 
     if isinstance(exc, TrackingError):
         return str(exc)
-    return f"recording the run ({op}) failed: {type(exc).__name__}: {exc}".splitlines()[0]
+    return f"recording the run ({what}) failed: {type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def _warm_figures() -> None:
-    """Matplotlib's import and first figure (fonts, Agg), which the data card and the end
-    figures would otherwise pay for."""
-    from pipeline.reporting import figures
+    """Draw and save a small figure: the first one in a process imports matplotlib and loads
+    its fonts and the Agg renderer (about a second), which the data card and the end
+    figures would otherwise wait for."""
+    import io
 
-    figures.warm_up()
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 2), layout="constrained")
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], label="x")
+    ax.imshow(np.zeros((2, 2)), cmap="Blues")
+    ax.set_title("warm-up")
+    ax.legend()
+    fig.savefig(io.BytesIO(), format="png")
 
 
 def _warm_requirements() -> None:
@@ -222,7 +239,7 @@ def main(argv: list[str]) -> None:
     # Every run is ended and written: exit as the trainer does, without the teardown of
     # MLflow's, SQLAlchemy's and matplotlib's modules (whoever reads this process's output
     # through a pipe waits for it to close).
-    from pipeline.cli._process import exit_now
+    from pipeline.process import exit_now
 
     exit_now(0)
 

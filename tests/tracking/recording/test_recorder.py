@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import keras
 import mlflow
 import numpy as np
 import pytest
-from conftest import ENDLESS, TINY, cli, running, wait_for_epoch
+from conftest import ENDLESS, PROJECT_ROOT, TINY, running, wait_for_epoch
 from mlflow.tracking import MlflowClient
 
 from pipeline.jobs.training import run
@@ -66,11 +68,31 @@ def _assert_complete(uri: str, found: Any, epochs: int) -> None:
     assert {"config", "data"} <= listed
 
 
+# `python -m pipeline ...` that writes, as it exits, the modules it imported to a file
+WATCHED = (
+    "import atexit, runpy, sys\n"
+    "out = sys.argv.pop(1)\n"
+    "atexit.register(lambda: open(out, 'w').write('\\n'.join(sorted(sys.modules))))\n"
+    "runpy.run_module('pipeline', run_name='__main__', alter_sys=True)\n"
+)
+
+
 def test_fast_path_records_everything_and_the_model_loads(store_uri: str, tmp_path: Path) -> None:
     """The command line: the run is FINISHED with all its records once the command returns
-    (which skips TensorFlow's teardown), the model loads and predicts, no helper is left."""
-    result = cli(*TINY, f"hydra.run.dir={tmp_path / 'out'}")
+    (which skips TensorFlow's teardown), the model loads and predicts, no helper is left;
+    and the trainer never imported MLflow (its helper did)."""
+    modules = tmp_path / "modules.txt"
+    result = subprocess.run(
+        [sys.executable, "-c", WATCHED, str(modules), *TINY, f"hydra.run.dir={tmp_path / 'out'}"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
+    imported = modules.read_text().split()
+    assert {"keras", "pipeline.jobs.training"} <= set(imported)
+    assert not [name for name in imported if name.split(".")[0] == "mlflow"]
     found = _only_run(store_uri)
     assert found.info.status == "FINISHED"
     _assert_complete(store_uri, found, epochs=3)

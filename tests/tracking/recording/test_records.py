@@ -50,6 +50,8 @@ def test_metrics_are_logged_at_the_precision_they_have(store_uri: str) -> None:
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
+    from pipeline.reporting.drawings import LearningCurves
+    from pipeline.tracking.recording.protocol import LogTraining
     from pipeline.tracking.recording.records import log_epoch, log_metrics, log_training
     from pipeline.tracking.store.connect import connect
 
@@ -65,7 +67,7 @@ def test_metrics_are_logged_at_the_precision_they_have(store_uri: str) -> None:
         for step, row in history.iterrows():
             log_epoch(run_id, int(step), row.to_dict())
         log_metrics({"test_accuracy": noisy, "seconds.train": 1.23456789012})
-        log_training(history, best_epoch=2, stopped_early=False)
+        log_training(LogTraining(history, False, LearningCurves(history, best_epoch=2)))
     client = MlflowClient(store_uri)
     logged = client.get_run(run_id).data.metrics
     assert logged["test_accuracy"] == 0.976

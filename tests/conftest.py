@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -37,14 +38,27 @@ TINY = (
 ENDLESS = (*TINY, "train.epochs=100000", "train.early_stopping.enabled=false")
 
 
+# The folder the commands of the running test start in: its own tmp_path/cwd (set by
+# `_isolated_store` in this variable, as tests import this file as a module of their own), so
+# that Hydra's outputs/ and multirun/ (relative to where a command starts) land there, not in
+# the checkout that parallel workers share. The code and its project home are still the
+# checkout's (`project_home()` does not depend on the folder).
+_CWD = "PIPELINE_TEST_CWD"
+
+
+def workdir() -> Path:
+    """Where this test's commands start: its own folder (see `_CWD`)."""
+    return Path(os.environ.get(_CWD, PROJECT_ROOT))
+
+
 def cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 900
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m pipeline args...` (`notmnist args...`) from the project root, as a user runs
-    it: the command first (`cli("reproduce", run_id)`), none to train."""
+    """`python -m pipeline args...` (`notmnist args...`), as a user runs it: the command
+    first (`cli("reproduce", run_id)`), none to train."""
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
-        cwd=PROJECT_ROOT,
+        cwd=workdir(),
         env=env,
         capture_output=True,
         text=True,
@@ -81,7 +95,7 @@ def running(*args: str) -> Iterator[subprocess.Popen[str]]:
     at the end of the block if it is still running."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", *args],
-        cwd=PROJECT_ROOT,
+        cwd=workdir(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -130,13 +144,16 @@ def _empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _empty_store: Path) -> None:
-    """Every test tracks into its own SQLite file and caches data in its own folder: never the
-    project's mlruns/ or .cache/."""
+    """Every test tracks into its own SQLite file, caches data in its own folder and starts
+    its commands in its own folder: never the project's mlruns/, .cache/ or outputs/ (tests
+    run in parallel, `make test`)."""
     db = tmp_path / "mlruns" / "mlflow.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_empty_store, db)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.setenv(_CWD, str(tmp_path / "cwd"))
 
 
 @pytest.fixture

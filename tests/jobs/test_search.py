@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 import pandas as pd
 import pytest
-from conftest import CONF_DIR, ENDLESS, PROJECT_ROOT, TINY, assert_quiet, cli, wait_for_epoch
+from conftest import CONF_DIR, ENDLESS, TINY, assert_quiet, cli, wait_for_epoch, workdir
 from mlflow.tracking import MlflowClient
 
 from pipeline.jobs.search import _best_trial, check_storage, journal_path
@@ -217,7 +217,7 @@ def test_killed_worker_trial_is_retried(store_uri: str, tmp_path: Path) -> None:
     beats = ("search.heartbeat_seconds=1", "search.grace_seconds=3")
     endless = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "search", *ENDLESS, *study, *beats],
-        cwd=PROJECT_ROOT,
+        cwd=workdir(),  # its workers' outputs/ in the test's folder
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

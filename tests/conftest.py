@@ -234,6 +234,9 @@ def mlflow_server(
     `<uri>/health` answers, and stops it at the end of the block."""
     import urllib.request
 
+    # The pipeline submits no server jobs (MLflow's GenAI scorers, trace roll-ups): without
+    # this each server starts a job runner and seven task queues that compete for the cores.
+    env = {**(os.environ if env is None else env), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with log.open("w") as out:
         proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "mlflow"), *args],

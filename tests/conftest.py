@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -47,8 +50,16 @@ _CWD = "PIPELINE_TEST_CWD"
 
 
 def workdir() -> Path:
-    """Where this test's commands start: its own folder (see `_CWD`)."""
-    return Path(os.environ.get(_CWD, PROJECT_ROOT))
+    """Where this test's commands start: its own folder (see `_CWD`); a module's or the
+    session's fixtures, set up before any test's folder, start theirs in this process's."""
+    return Path(os.environ.get(_CWD) or _process_workdir())
+
+
+@functools.cache
+def _process_workdir() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="notmnist-tests-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def cli(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -39,14 +42,39 @@ TINY = (
 ENDLESS = (*TINY, "train.epochs=100000", "train.early_stopping.enabled=false")
 
 
+# The folder the commands of the running test start in: its own tmp_path/cwd (set by
+# `_isolated_store` in this variable, as tests import this file as a module of their own), so
+# that Hydra's outputs/ and multirun/ (relative to where a command starts) land there, not in
+# the checkout that parallel workers share. The code and its project home are still the
+# checkout's (`project_home()` does not depend on the folder).
+_CWD = "PIPELINE_TEST_CWD"
+
+
+def workdir() -> Path:
+    """Where this test's commands start: its own folder (see `_CWD`); a module's or the
+    session's fixtures, set up before any test's folder, start theirs in this process's."""
+    return Path(os.environ.get(_CWD) or _process_workdir())
+
+
+@functools.cache
+def _process_workdir() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="notmnist-tests-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 900, cwd: Path = PROJECT_ROOT
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m pipeline args...` (`notmnist args...`) from the project root (or `cwd`), as
-    a user runs it: the command first (`cli("reproduce", run_id)`), none to train."""
+    """`python -m pipeline args...` (`notmnist args...`), as a user runs it: the command
+    first (`cli("reproduce", run_id)`), none to train; from the test's own folder (`cwd`:
+    another, such as a copy of the project)."""
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
-        cwd=cwd,
+        cwd=cwd or workdir(),
         env=env,
         capture_output=True,
         text=True,
@@ -83,7 +111,7 @@ def running(*args: str) -> Iterator[subprocess.Popen[str]]:
     at the end of the block if it is still running."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", *args],
-        cwd=PROJECT_ROOT,
+        cwd=workdir(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -205,13 +233,16 @@ def _empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _empty_store: Path) -> None:
-    """Every test tracks into its own SQLite file and caches data in its own folder: never the
-    project's mlruns/ or .cache/."""
+    """Every test tracks into its own SQLite file, caches data in its own folder and starts
+    its commands in its own folder: never the project's mlruns/, .cache/ or outputs/ (tests
+    run in parallel, `make test`)."""
     db = tmp_path / "mlruns" / "mlflow.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_empty_store, db)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.setenv(_CWD, str(tmp_path / "cwd"))
 
 
 @pytest.fixture
@@ -303,6 +334,9 @@ def mlflow_server(
     `<uri>/health` answers, and stops it at the end of the block."""
     import urllib.request
 
+    # The pipeline submits no server jobs (MLflow's GenAI scorers, trace roll-ups): without
+    # this each server starts a job runner and seven task queues that compete for the cores.
+    env = {**(os.environ if env is None else env), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with log.open("w") as out:
         proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "mlflow"), *args],

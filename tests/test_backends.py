@@ -15,6 +15,7 @@ from conftest import TINY, cli, settings
 from mlflow.tracking import MlflowClient
 
 from pipeline.jobs.training import load_data
+from pipeline.names import Tag
 
 pytestmark = [
     pytest.mark.slow,
@@ -24,22 +25,21 @@ pytestmark = [
 ]
 
 
-def _run_jax(tmp_path: Path, name: str) -> None:
+def test_jax_runs_are_tracked_deterministic_and_portable(store_uri: str, tmp_path: Path) -> None:
+    # the same config twice, in one process (a sweep of two jobs: one start-up, not two)
     result = cli(
+        "-m",
         *TINY,
         "tracking.experiment=jax",
-        f"tracking.run_name={name}",
-        f"hydra.run.dir={tmp_path / name}",
+        "tracking.run_name=first,second",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
         env={**os.environ, "KERAS_BACKEND": "jax"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-
-
-def test_jax_runs_are_tracked_deterministic_and_portable(store_uri: str, tmp_path: Path) -> None:
-    _run_jax(tmp_path, "first")
-    _run_jax(tmp_path, "second")
     client = MlflowClient(store_uri)
-    runs = client.search_runs([client.get_experiment_by_name("jax").experiment_id])
+    found = client.search_runs([client.get_experiment_by_name("jax").experiment_id])
+    runs = [r for r in found if r.data.tags.get(Tag.SWEEP) != "true"]  # not the parent
+    assert len(runs) == 2
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert {r.data.tags["keras.backend"] for r in runs} == {"jax"}
     first, second = (

@@ -170,17 +170,16 @@ def test_images_are_pinned() -> None:
             assert re.search(r":\d+\.\d+\.\d+-", image), (name, image)
     assert bases["mlflow"] == f"ghcr.io/mlflow/mlflow:v{version('mlflow')}"
     # the `auth` extra the server needs, at the versions this project locks
+    # requirements.lock is exported from uv.lock: `name==version[ ; marker]`, names normalised
     locked = dict(
-        line.split("==")
-        for line in (ROOT / "requirements.lock").read_text().split()
-        if "==" in line
+        line.split(";")[0].strip().split("==")
+        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
     )
     dockerfile = _dockerfiles()["mlflow"].read_text()
     for package in ("Flask-WTF", "WTForms", "psycopg"):
-        assert (
-            f'"{package}{"[binary]" if package == "psycopg" else ""}=={locked[package]}"'
-            in dockerfile
-        )
+        pinned = locked[package.lower()]
+        assert f'"{package}{"[binary]" if package == "psycopg" else ""}=={pinned}"' in dockerfile
 
 
 def test_train_image_installs_the_package_not_an_editable_checkout() -> None:

@@ -14,14 +14,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, TINY, cli
+from conftest import TINY, cli, workdir
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
-# Enough epochs that the run is still training when it is killed after its second epoch;
-# dropout (0.5 in model=mlp) and early stopping's state must both survive the kill.
-CONFIG = (*TINY, "train.epochs=30", "train.early_stopping.patience=5", "tracking.log_model=false")
+# Enough epochs that the run is still training when it is killed after its third epoch (and
+# few: every epoch is trained twice); dropout (0.5 in model=mlp) and early stopping's state
+# must both survive the kill.
+CONFIG = (*TINY, "train.epochs=12", "train.early_stopping.patience=5", "tracking.log_model=false")
 
 
 def _run_named(client: MlflowClient, name: str) -> str:
@@ -48,7 +49,7 @@ def _kill_after_epoch(client: MlflowClient, name: str, epoch: int, tmp_path: Pat
             f"tracking.run_name={name}",
             f"hydra.run.dir={tmp_path / name}",
         ],
-        cwd=PROJECT_ROOT,
+        cwd=workdir(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

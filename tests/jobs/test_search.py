@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 import pandas as pd
 import pytest
-from conftest import CONF_DIR, PROJECT_ROOT, TINY, assert_quiet, cli, wait_for_epoch
+from conftest import CONF_DIR, TINY, assert_quiet, cli, wait_for_epoch, workdir
 from mlflow.tracking import MlflowClient
 
 from pipeline.jobs.search.storage import check_storage, journal_path
@@ -336,7 +336,7 @@ def test_killed_worker_trial_is_retried(store_uri: str, tmp_path: Path) -> None:
     long = (*QUICK, "train.epochs=30", "train.early_stopping.enabled=false")
     endless = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "search", *long, *study, *beats],
-        cwd=PROJECT_ROOT,
+        cwd=workdir(),  # its workers' outputs/ in the test's folder
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -30,8 +30,8 @@ def report(study: Study, reruns: seeds.Reruns | None = None) -> str | None:
     import matplotlib.pyplot as plt
     from mlflow.tracking import MlflowClient
 
-    from pipeline.jobs.sweep import log_comparison
     from pipeline.reporting.comparison import compare, find_runs
+    from pipeline.reporting.publish import log_comparison
     from pipeline.tracking.runs.lifecycle import end_run
 
     client = MlflowClient(study.store.uri)

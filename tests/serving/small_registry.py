@@ -41,6 +41,7 @@ class Registry:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory, _empty_store: Path) -> Registry:
+    import os
     import shutil
 
     import keras
@@ -52,6 +53,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, _empty_store: Path) -> Re
     shutil.copyfile(_empty_store, folder / "mlflow.db")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # not one an earlier test in this worker left set
     client = MlflowClient(uri, registry_uri=uri)
     # its own experiment (and artifacts): never the fluent API's current one, which an earlier
     # test may have left pointing at another store's experiment
@@ -69,6 +71,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory, _empty_store: Path) -> Re
         client.set_registered_model_alias("notmnist", "champion", "1")
     finally:
         mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)  # which set_registry_uri set for children
     return Registry(uri, networks, run_ids)
 
 

@@ -56,10 +56,16 @@ def _chromium_flags() -> list[str]:
 @pytest.fixture
 def site(champion: Champion, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Follower]]:
     """The app on the champion, under uvicorn on a loopback port in this process."""
+    import mlflow
     import uvicorn
     from conftest import free_port
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", champion.store_uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", champion.store_uri)  # (unset again after)
+    # a test before this one in the same worker may have set MLflow's process-wide URIs (a
+    # server it stopped since): the model loads from this champion's store
+    mlflow.set_tracking_uri(champion.store_uri)
+    mlflow.set_registry_uri(champion.store_uri)
     metrics = Metrics(PATHS)
     client = MlflowClient(champion.store_uri, registry_uri=champion.store_uri)
     follower = Follower(client, "notmnist", "champion", load_keras, metrics.swapped)
@@ -77,6 +83,8 @@ def site(champion: Champion, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[
     try:
         yield f"http://127.0.0.1:{port}/", follower
     finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
         server.should_exit = True
         thread.join(timeout=30)
         batcher.close()

@@ -39,16 +39,19 @@ def run(args: list[str]) -> int:
         original = MlflowClient(uri).get_run(settings.run_id)
         then = then_and_now.then(MlflowClient(uri), original)
         if settings.at_commit:
-            from pipeline.jobs.at_commit import check_commit, repository
+            from pipeline.jobs.at_commit import check_commit, check_patch, repository
 
             check_commit(then.code, settings.run_id, repository())  # before any work
+            check_patch(then.code, settings.run_id, settings.patch)
             rerun = then_and_now.at_commit(then)
         else:
             rerun = then_and_now.now()
         found = then_and_now.differences(then, rerun)
         print("\n".join(then_and_now.report(found)), flush=True)
         if settings.at_commit:
-            result = reproduce_at_commit(settings.run_id, tracking, rerun.code, given)
+            result = reproduce_at_commit(
+                settings.run_id, tracking, rerun.code, given, patch=settings.patch
+            )
         else:
             result = reproduce(settings.run_id, tracking, given, started=process.STARTED)
     except MlflowException as exc:

@@ -448,6 +448,12 @@ class ReproduceConfig(_Section):
         description="rerun the run's own code: its commit and recorded uncommitted change, "
         "in a temporary git worktree (false: today's code)",
     )
+    patch: Annotated[str, Field(pattern=r"^[0-9a-f]{12,64}$")] | None = Field(
+        None,
+        description="with at_commit: the sha256 (12 hex digits or more) of the run's recorded "
+        "uncommitted change, once reviewed: it runs as code, and anyone who can write to the "
+        "run can write it, so it is applied only when granted here",
+    )
     data: DataLocation = Field(DataLocation(), description="data settings given anew")
     tracking_uri: str | None = Field(
         None, description="the store (null: $MLFLOW_TRACKING_URI, else the project's mlruns/)"

@@ -12,12 +12,14 @@ is never touched; the worktree is removed afterwards, whatever happens.
 
 Running the recorded code is what the person asks for with `at_commit=true`: the commit
 comes from their own repository; the patch from the run's record (anyone who can write to
-the run can write it), so the files it changes are listed before it runs.
+the run can write it), so it is applied only when the person grants it by its digest
+(`patch=<sha256 prefix>`), after the refusal has named the files it changes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -80,6 +82,24 @@ def check_commit(code: Code, run_id: str, repo: Path) -> str:
     return commit
 
 
+def check_patch(code: Code, run_id: str, granted: str | None) -> None:
+    """Refuse a recorded uncommitted change that the person has not granted by its digest
+    (`patch=`): it is code read back from the run's record, which anyone who can write to
+    the run can write, so running it is the person's own switch, like `allow_pickle`."""
+    if code.patch is None:
+        return
+    digest = hashlib.sha256(code.patch).hexdigest()
+    if granted is not None and digest.startswith(granted):
+        return
+    files = ", ".join(sorted(patch_files(code.patch)))[:500]
+    given = f" (patch={granted} is not its digest)" if granted else ""
+    raise ConfigError(
+        f"run {run_id} recorded an uncommitted change to {files}{given}: it runs as code; "
+        f"review it (mlflow artifacts download -r {run_id} -a {Artifact.PATCH}) and grant "
+        f"it with patch={digest[:12]}"
+    )
+
+
 def rerun(
     client: MlflowClient,
     original: Run,
@@ -87,6 +107,7 @@ def rerun(
     tracking: TrackingConfig,
     given: Mapping[str, Any],
     repo: Path | None = None,
+    patch: str | None = None,
 ) -> str:
     """Train the run's config again with the run's own code; return the new run's id.
     `tracking` is where it goes (its `uri`, `experiment`, `run_name`); `given` the person's
@@ -94,6 +115,7 @@ def rerun(
     run_id = original.info.run_id
     repo = repo or repository()
     commit = check_commit(code, run_id, repo)
+    check_patch(code, run_id, patch)
     config = _handed_config(client, run_id, tracking, given)
     with _worktree(repo, commit) as (folder, tree):
         if code.patch is not None:

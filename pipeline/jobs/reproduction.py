@@ -138,6 +138,7 @@ def reproduce_at_commit(
     tracking: TrackingConfig,
     code: Code,
     given: Mapping[str, Any] | None = None,
+    patch: str | None = None,
 ) -> Reproduction:
     """Train `run_id`'s config again with its own `code` (`pipeline.jobs.at_commit`), into
     its experiment; compare the metrics, and what the rerun logged of its config and data."""
@@ -152,7 +153,7 @@ def reproduce_at_commit(
             f"at {str(code.commit)[:12]}",
         }
     )
-    new = at_commit.rerun(client, original, code, tracking, given or {})
+    new = at_commit.rerun(client, original, code, tracking, given or {}, patch=patch)
     client.set_tag(new, Tag.KIND, Kind.REPRODUCTION)  # the old code may name it otherwise
     return compared(client, original, new)
 

@@ -75,7 +75,12 @@ def test_at_commit_reruns_the_runs_own_code_and_today_names_the_change(
     model.write_text(original)  # the tree back at its commit
     (repo / "pipeline" / "stages" / "offset.py").unlink()
 
-    again = pipeline("reproduce", run.info.run_id, "at_commit=true")
+    ungranted = pipeline("reproduce", run.info.run_id, "at_commit=true")
+    assert ungranted.returncode == 2, ungranted.stderr[-3000:]
+    [line] = ungranted.stderr.strip().splitlines()[-1:]
+    digest = line.rpartition("grant it with patch=")[2]
+    assert len(digest) == 12, line
+    again = pipeline("reproduce", run.info.run_id, "at_commit=true", f"patch={digest}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Then (the run) and now:" in again.stdout or "Then and now:" in again.stdout
     assert f"reproduces run {run.info.run_id} metric for metric" in again.stdout

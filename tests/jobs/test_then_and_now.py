@@ -4,6 +4,7 @@ whose code `at_commit=true` refuses to re-create."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import AppConfig, ConfigError
 from pipeline.jobs import then_and_now
-from pipeline.jobs.at_commit import check_commit, rerun
+from pipeline.jobs.at_commit import check_commit, check_patch, rerun
 from pipeline.jobs.then_and_now import Code, Snapshot, causes, differences, report
 from pipeline.tracking.runs.environment import capture
 from pipeline.tracking.store.connect import connect
@@ -150,8 +151,9 @@ def test_a_patch_that_does_not_apply_is_refused_and_the_worktree_removed(
     code = Code(commit, "recorded", "0" * 64, patch)
     tracking = tiny().tracking.model_copy(update={"uri": store_uri})
     refused = f"run {run_id}'s recorded uncommitted change does not apply to commit {commit[:12]}"
+    granted = hashlib.sha256(patch).hexdigest()[:12]
     with pytest.raises(ConfigError, match=refused):
-        rerun(client, client.get_run(run_id), code, tracking, {}, repo=repo)
+        rerun(client, client.get_run(run_id), code, tracking, {}, repo=repo, patch=granted)
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1  # its own
     assert git(repo, "status", "--porcelain") == ""
     assert list(temporary.iterdir()) == []
@@ -191,3 +193,22 @@ def test_another_commit_names_the_code_files_that_changed(tmp_path: Path) -> Non
     assert then_and_now.changed_code_files(second, third, package) == []
     assert then_and_now.changed_code_files(first, "f" * 40, package) is None  # not in it
     assert then_and_now.changed_code_files(first, "HEAD", package) is None  # not a commit
+
+
+@pytest.mark.parametrize("granted", [None, "0123456789ab"])
+def test_a_recorded_change_runs_only_when_granted_by_its_digest(granted: str | None) -> None:
+    """The recorded patch is code from the run's record (anyone who can write to the run can
+    write it): at_commit applies it only with `patch=<its sha256>`, from the person."""
+    patch = (
+        b"diff --git a/pipeline/a.py b/pipeline/a.py\n--- a/pipeline/a.py\n+++ b/pipeline/a.py\n"
+    )
+    digest = hashlib.sha256(patch).hexdigest()
+    code = Code(A, "recorded", digest, patch)
+    with pytest.raises(ConfigError) as refused:
+        check_patch(code, "r" * 32, granted)
+    [line] = str(refused.value).splitlines()
+    assert "recorded an uncommitted change to pipeline/a.py" in line
+    assert line.endswith(f"grant it with patch={digest[:12]}")
+    check_patch(code, "r" * 32, digest[:12])  # granted: no error
+    check_patch(code, "r" * 32, digest)
+    check_patch(Code(A, "none"), "r" * 32, None)  # nothing to grant
